@@ -1,0 +1,3 @@
+//! tether: see README.md.
+#![forbid(unsafe_code)]
+fn main() {}
