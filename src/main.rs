@@ -1,3 +1,168 @@
-//! tether: see README.md.
+//! The `tether` command: parse, load config, run, exit with the right code. Thin by design:
+//! the work is in the library.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tether::cli::{call, check};
+use tether::config::{self, DEFAULT_SOCKET, LogFormat};
+
+/// sysexits' EX_CONFIG: the configuration is invalid.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(
+    name = "tether",
+    version,
+    about = "A sidecar that runs allowlisted verbs on a remote machine over warm, multiplexed SSH"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Serve {
+        /// TOML config file (else $TETHER_CONFIG, else /etc/tether/tether.toml if it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a verb on the remote through the sidecar, like `ssh host VERB ARG…`.
+    Call {
+        #[arg(long, env = "TETHER_SERVER__SOCKET", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        target: Option<String>,
+        /// The call's deadline, e.g. "30s" (capped by the verb's timeout).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<Duration>,
+        /// Send this file (or "-" for standard input) as the command's stdin.
+        #[arg(long)]
+        stdin_file: Option<String>,
+        verb: String,
+        args: Vec<String>,
+    },
+    /// Exit 0 when the remote is up, 1 when not, 2 when the sidecar does not answer.
+    Check {
+        #[arg(long, env = "TETHER_SERVER__SOCKET", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        target: Option<String>,
+        /// Poll until up or this long has passed, e.g. "30s".
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+        /// Only ask whether the sidecar serves and is not draining (the container healthcheck).
+        #[arg(long, conflicts_with_all = ["target"])]
+        ready: bool,
+    },
+    /// Print the effective configuration as TOML, secrets redacted.
+    Config {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Call {
+                socket,
+                target,
+                timeout,
+                stdin_file,
+                verb,
+                args,
+            } => {
+                let code = call::run(call::CallArgs {
+                    socket,
+                    target,
+                    timeout,
+                    stdin_file,
+                    verb,
+                    args,
+                })
+                .await;
+                ExitCode::from(code as u8)
+            }
+            Command::Check {
+                socket,
+                target,
+                wait,
+                ready,
+            } => ExitCode::from(
+                check::run(check::CheckArgs {
+                    socket,
+                    target,
+                    wait,
+                    ready,
+                })
+                .await as u8,
+            ),
+            Command::Config { config } => show_config(config),
+        }
+    })
+}
+
+fn load(path: Option<PathBuf>) -> Result<config::Loaded, ExitCode> {
+    config::load(path.as_deref())
+        .and_then(config::validate)
+        .map_err(|errors| {
+            eprint!("tether: {errors}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+}
+
+async fn serve(path: Option<PathBuf>) -> ExitCode {
+    let loaded = match load(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    init_logging(loaded.config.server.log_format);
+    match tether::run(loaded, tether::shutdown::first_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "tether could not start");
+            eprintln!("tether: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn show_config(path: Option<PathBuf>) -> ExitCode {
+    match load(path) {
+        Ok(loaded) => match toml::to_string_pretty(&loaded.config) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tether: cannot print the config: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(code) => code,
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}

@@ -1,0 +1,57 @@
+//! The admin server on `server.admin_addr`: /metrics, /livez, /readyz, /v1/health and the
+//! status page. Nothing here depends on any target being reachable.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::{Body, json, respond, serve_connection};
+use crate::state::Shared;
+use crate::status_page;
+
+/// Accepts admin connections until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the admin port");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        let handler = move |req| {
+            let shared = shared.clone();
+            async move { route(&shared, req) }
+        };
+        serve_connection(stream, handler, &tracker, cancel.clone());
+    }
+}
+
+fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return respond(405, "text/plain", "only GET is served here\n");
+    }
+    match req.uri().path() {
+        "/metrics" => respond(200, "text/plain; version=0.0.4", shared.metrics.render()),
+        "/livez" => respond(200, "text/plain", "ok\n"),
+        "/readyz" if shared.is_draining() => respond(503, "text/plain", "draining\n"),
+        "/readyz" => respond(200, "text/plain", "ready\n"),
+        "/v1/health" => json(200, &shared.health_json()),
+        "/" => respond(200, "text/html; charset=utf-8", status_page::render(shared)),
+        _ => respond(404, "text/plain", "not found\n"),
+    }
+}

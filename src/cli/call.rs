@@ -1,0 +1,101 @@
+//! `tether call`: runs a verb through the sidecar and behaves like `ssh host verb args`:
+//! remote output passes through, the exit status is the remote's, and a tether error prints
+//! `tether: CODE: message` and exits 255.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use hyper::Method;
+
+use super::client::request;
+
+/// What ssh exits with when it, not the remote command, failed.
+pub const TETHER_FAILED: i32 = 255;
+/// Extra time the client waits beyond the call's own deadline.
+const CLIENT_SLACK: Duration = Duration::from_secs(5);
+/// Longest any call may take when no --timeout is given (the server caps it per verb).
+const NO_TIMEOUT_BOUND: Duration = Duration::from_secs(24 * 3600);
+
+pub struct CallArgs {
+    pub socket: PathBuf,
+    pub target: Option<String>,
+    pub timeout: Option<Duration>,
+    pub stdin_file: Option<String>,
+    pub verb: String,
+    pub args: Vec<String>,
+}
+
+/// Runs the call and returns the process exit code.
+pub async fn run(a: CallArgs) -> i32 {
+    let stdin = match &a.stdin_file {
+        None => None,
+        Some(path) => match read_stdin(path) {
+            Ok(bytes) => Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Err(e) => return fail("bad_request", &format!("cannot read {path}: {e}")),
+        },
+    };
+    let body = serde_json::json!({
+        "target": a.target,
+        "verb": a.verb,
+        "args": a.args,
+        "stdin_base64": stdin,
+        "timeout_ms": a.timeout.map(|t| t.as_millis() as u64),
+    });
+    let bound = a.timeout.map_or(NO_TIMEOUT_BOUND, |t| t + CLIENT_SLACK);
+    let answer = request(
+        &a.socket,
+        Method::POST,
+        "/v1/call",
+        Some(body.to_string().into_bytes()),
+        bound,
+    )
+    .await;
+    let (status, body) = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            return fail(
+                "upstream_unreachable",
+                &format!("tether does not answer on {}: {e}", a.socket.display()),
+            );
+        }
+    };
+    let Ok(reply) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return fail(
+            "internal",
+            &format!("tether answered HTTP {status} with a body that is not JSON"),
+        );
+    };
+    if status != 200 {
+        let code = reply["error"]["code"].as_str().unwrap_or("internal");
+        let message = reply["error"]["message"].as_str().unwrap_or("no message");
+        return fail(code, message);
+    }
+    let _ = std::io::stdout().write_all(reply["stdout"].as_str().unwrap_or_default().as_bytes());
+    let _ = std::io::stderr().write_all(reply["stderr"].as_str().unwrap_or_default().as_bytes());
+    for stream in ["stdout", "stderr"] {
+        if reply[format!("{stream}_truncated")].as_bool() == Some(true) {
+            eprintln!("tether: the remote {stream} was cut at the target's max_output_bytes");
+        }
+    }
+    match reply["exit_status"].as_u64() {
+        Some(code) => code.min(255) as i32,
+        None => TETHER_FAILED,
+    }
+}
+
+fn read_stdin(path: &str) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    if path == "-" {
+        std::io::stdin().read_to_end(&mut bytes)?;
+    } else {
+        bytes = std::fs::read(path)?;
+    }
+    Ok(bytes)
+}
+
+fn fail(code: &str, message: &str) -> i32 {
+    eprintln!("tether: {code}: {message}");
+    TETHER_FAILED
+}

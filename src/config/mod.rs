@@ -1,0 +1,274 @@
+//! The configuration: typed keys with their defaults (SPEC § Configuration).
+//!
+//! [`load`] reads the sources and [`validate`] turns the result into a [`Loaded`] config whose
+//! keys and host keys are parsed, reporting every problem at once.
+
+mod load;
+mod secret;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigErrors, load};
+pub use secret::Secret;
+pub use validate::{Credentials, Loaded, validate};
+
+/// Where the RPC socket lives unless configured.
+pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";
+/// The socket file's mode, applied after bind: owner and group may connect.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// The admin server (metrics, probes, status page); loopback only by default.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9477";
+/// The largest request body the RPC accepts.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1 << 20;
+/// How long SIGTERM waits for calls in flight.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The SSH port of the shim on the laptop.
+pub const DEFAULT_PORT: u16 = 22022;
+/// Bound on TCP connect, banner, key exchange and auth together.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// SSH keepalive period on idle connections.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// SSH connections per target.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2;
+/// Concurrent channels per connection; keep below the server's MaxSessions (OpenSSH: 10).
+pub const DEFAULT_CHANNELS_PER_CONNECTION: usize = 8;
+/// Longest wait for a free channel before `busy`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Per-stream output cap; beyond it output is cut and flagged.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// Transport probe period.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Transport probe bound.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Consecutive transport failures before a target turns down.
+pub const DEFAULT_FAIL_THRESHOLD: u32 = 2;
+/// The verb the deep probe runs through the shim.
+pub const DEFAULT_SHIM_VERB: &str = "health";
+/// Deep probe period: each one starts a process on the remote.
+pub const DEFAULT_SHIM_INTERVAL: Duration = Duration::from_secs(30);
+/// A verb's timeout when its table does not set one.
+pub const DEFAULT_VERB_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub targets: BTreeMap<String, TargetConfig>,
+    /// The allowlist; the seed verbs when no `[verbs]` table is configured.
+    pub verbs: BTreeMap<String, VerbConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            targets: BTreeMap::new(),
+            verbs: seed_verbs(),
+        }
+    }
+}
+
+/// `[server]`: the local side.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub socket: PathBuf,
+    pub socket_mode: SocketMode,
+    pub admin_addr: String,
+    pub max_request_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+    pub default_target: String,
+    pub allowed_uids: Vec<u32>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: SocketMode(DEFAULT_SOCKET_MODE),
+            admin_addr: DEFAULT_ADMIN_ADDR.into(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            log_format: LogFormat::Json,
+            default_target: String::new(),
+            allowed_uids: Vec::new(),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A file mode written as an octal string ("0660"); a bare number is read as octal digits too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketMode(pub u32);
+
+impl Serialize for SocketMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{:04o}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::Number(n) => n.to_string(),
+        };
+        match u32::from_str_radix(&text, 8) {
+            Ok(mode) if mode <= 0o777 => Ok(SocketMode(mode)),
+            _ => Err(serde::de::Error::custom(format!(
+                "{text:?} is not an octal file mode such as \"0660\""
+            ))),
+        }
+    }
+}
+
+/// `[targets.NAME]`: one remote machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub known_hosts_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    pub max_connections: usize,
+    pub channels_per_connection: usize,
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    pub max_output_bytes: usize,
+    pub probe: ProbeConfig,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            host: String::new(),
+            port: DEFAULT_PORT,
+            user: String::new(),
+            private_key: None,
+            private_key_file: None,
+            known_hosts: None,
+            known_hosts_file: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
+            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            probe: ProbeConfig::default(),
+        }
+    }
+}
+
+impl TargetConfig {
+    /// `host:port` as people write it, for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// All channels this target may have open for calls at once.
+    pub fn channels_capacity(&self) -> usize {
+        self.max_connections * self.channels_per_connection
+    }
+}
+
+/// `[targets.NAME.probe]`: how tether watches the remote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub fail_threshold: u32,
+    pub shim_verb: String,
+    pub shim_args: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub shim_interval: Duration,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            interval: DEFAULT_PROBE_INTERVAL,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            fail_threshold: DEFAULT_FAIL_THRESHOLD,
+            shim_verb: DEFAULT_SHIM_VERB.into(),
+            shim_args: Vec::new(),
+            shim_interval: DEFAULT_SHIM_INTERVAL,
+        }
+    }
+}
+
+/// `[verbs.NAME]`: one allowlisted verb.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerbConfig {
+    /// Default and ceiling for a call's deadline.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// `> 0`: identical calls within the ttl share one result.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// May be retried once on a fresh connection when nothing was sent.
+    pub idempotent: bool,
+}
+
+impl Default for VerbConfig {
+    fn default() -> Self {
+        VerbConfig {
+            timeout: DEFAULT_VERB_TIMEOUT,
+            cache_ttl: Duration::ZERO,
+            idempotent: false,
+        }
+    }
+}
+
+/// The allowlist used when no `[verbs]` table is configured: the shim's three verbs.
+pub fn seed_verbs() -> BTreeMap<String, VerbConfig> {
+    let verb = |secs, ttl, idempotent| VerbConfig {
+        timeout: Duration::from_secs(secs),
+        cache_ttl: Duration::from_secs(ttl),
+        idempotent,
+    };
+    BTreeMap::from([
+        ("health".to_string(), verb(5, 2, true)),
+        ("run-turn".to_string(), verb(120, 0, false)),
+        ("reset".to_string(), verb(15, 0, false)),
+    ])
+}

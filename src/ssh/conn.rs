@@ -1,0 +1,239 @@
+//! One SSH connection to a target: a bounded connect (TCP, banner, key exchange and auth
+//! together), the host-key pin, a warm-up round trip, and liveness checks.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::client::{self, Handle};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use tokio::net::TcpStream;
+
+use crate::config::{Credentials, TargetConfig};
+use crate::error::Error;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a connection attempt needs: where, as whom, and which host keys to trust.
+#[derive(Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub connect_timeout: Duration,
+    pub credentials: Arc<Credentials>,
+    ssh: Arc<client::Config>,
+}
+
+impl Endpoint {
+    pub fn new(target: &TargetConfig, credentials: Arc<Credentials>) -> Self {
+        let ssh = client::Config {
+            nodelay: true,
+            keepalive_interval: Some(target.keepalive_interval),
+            keepalive_max: 3,
+            inactivity_timeout: None,
+            ..Default::default()
+        };
+        Endpoint {
+            host: target.host.clone(),
+            port: target.port,
+            user: target.user.clone(),
+            connect_timeout: target.connect_timeout,
+            credentials,
+            ssh: Arc::new(ssh),
+        }
+    }
+
+    /// `host:port` for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// A live, authenticated SSH connection. Channel operations take `&self`, so it is shared
+/// in an `Arc` by every slot that runs on it.
+pub struct Connection {
+    pub id: u64,
+    handle: Handle<PinnedHost>,
+    /// Pool slots currently bound to this connection.
+    pub leases: AtomicUsize,
+    /// Set when tether gave up on it (probe failure, drain): no new work goes there.
+    retired: AtomicBool,
+}
+
+impl Connection {
+    /// Connects, checks the host key, logs in and makes one warm-up round trip, all within
+    /// the endpoint's connect_timeout.
+    pub async fn open(endpoint: &Endpoint) -> Result<Connection, Error> {
+        let addr = endpoint.addr();
+        let bound = endpoint.connect_timeout;
+        match tokio::time::timeout(bound, Self::handshake(endpoint, &addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::UpstreamUnreachable(format!(
+                "no SSH session with {addr} within {bound:?} (connect_timeout): the remote \
+                 accepted nothing or stopped answering; it may be asleep or frozen"
+            ))),
+        }
+    }
+
+    async fn handshake(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
+        let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| {
+                Error::UpstreamUnreachable(format!(
+                    "cannot reach {addr}: {e}; is the remote awake and on the network?"
+                ))
+            })?;
+        tcp.set_nodelay(true)
+            .map_err(|e| Error::Internal(format!("set_nodelay: {e}")))?;
+        let received = Arc::new(Mutex::new(None));
+        let pin = PinnedHost {
+            credentials: endpoint.credentials.clone(),
+            received: received.clone(),
+        };
+        let mut handle = client::connect_stream(endpoint.ssh.clone(), tcp, pin)
+            .await
+            .map_err(|e| handshake_error(e, addr, endpoint, &received))?;
+        let key = endpoint.credentials.key.clone();
+        let hash = if key.algorithm().is_rsa() {
+            // OpenSSH refuses SHA-1 signatures; prefer what the server announced.
+            let best = handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten();
+            Some(best.unwrap_or(HashAlg::Sha256))
+        } else {
+            None
+        };
+        let auth = handle
+            .authenticate_publickey(&endpoint.user, PrivateKeyWithHashAlg::new(key, hash))
+            .await
+            .map_err(|e| lost_during_handshake(e, addr))?;
+        if !auth.success() {
+            return Err(Error::UpstreamAuthFailed {
+                addr: addr.to_string(),
+                user: endpoint.user.clone(),
+            });
+        }
+        let conn = Connection {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            handle,
+            leases: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
+        };
+        // The first request on a new connection otherwise stalls ~40 ms.
+        conn.handle
+            .send_ping()
+            .await
+            .map_err(|e| lost_during_handshake(e, addr))?;
+        Ok(conn)
+    }
+
+    /// One SSH round trip; fails when it takes longer than `bound` or the connection died.
+    pub async fn ping(&self, bound: Duration) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let answered = tokio::time::timeout(bound, self.handle.send_ping()).await;
+        match answered {
+            Ok(Ok(())) if !self.is_closed() => Ok(start.elapsed()),
+            Ok(_) => Err(Error::ConnectionLost("the SSH connection closed".into())),
+            Err(_) => Err(Error::Timeout(bound)),
+        }
+    }
+
+    /// True once the connection died or tether retired it.
+    pub fn is_closed(&self) -> bool {
+        self.retired.load(Ordering::SeqCst) || self.handle.is_closed()
+    }
+
+    pub fn handle(&self) -> &Handle<PinnedHost> {
+        &self.handle
+    }
+
+    /// Says goodbye to the server; used when draining.
+    pub async fn close(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        let _ = self
+            .handle
+            .disconnect(
+                russh::Disconnect::ByApplication,
+                "tether is shutting down",
+                "en",
+            )
+            .await;
+    }
+}
+
+/// The russh handler: it trusts exactly the pinned host keys.
+pub struct PinnedHost {
+    credentials: Arc<Credentials>,
+    /// The fingerprint of a refused server key, for the error message.
+    received: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for PinnedHost {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let presented = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
+        };
+        // Compare key data only: PublicKey equality also compares the comment.
+        let pinned = self
+            .credentials
+            .host_keys
+            .iter()
+            .any(|k| k.key_data() == presented.key_data());
+        if !pinned || matches!(key, PublicKeyOrCertificate::Certificate(_)) {
+            *self.received.lock().expect("poisoned") = Some(fingerprint(&presented));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// `SHA256:…` as `ssh-keygen -l` prints it.
+pub fn fingerprint(key: &russh::keys::PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+fn handshake_error(
+    e: russh::Error,
+    addr: &str,
+    endpoint: &Endpoint,
+    received: &Mutex<Option<String>>,
+) -> Error {
+    match received.lock().expect("poisoned").take() {
+        Some(received) => Error::HostKeyMismatch {
+            addr: addr.to_string(),
+            expected: endpoint
+                .credentials
+                .host_keys
+                .iter()
+                .map(fingerprint)
+                .collect::<Vec<_>>()
+                .join(" or "),
+            received,
+        },
+        None => lost_during_handshake(e, addr),
+    }
+}
+
+fn lost_during_handshake(e: russh::Error, addr: &str) -> Error {
+    let what = match e {
+        russh::Error::IO(_) | russh::Error::Disconnect | russh::Error::HUP => {
+            "the connection closed during the SSH handshake".to_string()
+        }
+        other => format!("the SSH handshake failed ({other}); is an SSH server listening there?"),
+    };
+    Error::UpstreamUnreachable(format!("{addr}: {what}"))
+}

@@ -1,0 +1,8 @@
+//! Everything SSH: keys, pinned host keys, connections, the slot pool and command execution.
+
+pub mod conn;
+pub mod exec;
+pub mod keys;
+pub mod known_hosts;
+pub mod output;
+pub mod pool;

@@ -1,0 +1,87 @@
+//! What the RPC and admin servers share: the targets, the allowlist, metrics, and the
+//! lifecycle flags of a drain.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ServerConfig, VerbConfig};
+use crate::error::Error;
+use crate::health::Status;
+use crate::metrics::Metrics;
+use crate::target::Target;
+
+/// Shared state of a running tether.
+pub struct Shared {
+    pub server: ServerConfig,
+    pub targets: BTreeMap<String, Arc<Target>>,
+    pub verbs: BTreeMap<String, VerbConfig>,
+    pub metrics: Metrics,
+    /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
+    draining: AtomicBool,
+    /// Calls in flight; the drain waits for them up to shutdown_grace.
+    pub calls: TaskTracker,
+    /// Fired when the grace period is over: calls still running answer `shutting_down`.
+    pub hard_stop: CancellationToken,
+}
+
+impl Shared {
+    pub fn new(
+        server: ServerConfig,
+        targets: BTreeMap<String, Arc<Target>>,
+        verbs: BTreeMap<String, VerbConfig>,
+        metrics: Metrics,
+    ) -> Self {
+        Shared {
+            server,
+            targets,
+            verbs,
+            metrics,
+            draining: AtomicBool::new(false),
+            calls: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The named target, else the default one (or the only one).
+    pub fn target(&self, name: Option<&str>) -> Result<&Arc<Target>, Error> {
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(name) => name,
+            None if !self.server.default_target.is_empty() => &self.server.default_target,
+            None if self.targets.len() == 1 => self.targets.keys().next().expect("one target"),
+            None => {
+                return Err(Error::UnknownTarget(
+                    "no target given and no server.default_target configured".into(),
+                ));
+            }
+        };
+        self.targets.get(name).ok_or_else(|| {
+            Error::UnknownTarget(format!(
+                "no target named {name:?}; configured: {}",
+                self.targets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// The SPEC's `/v1/health` document, from memory only.
+    pub fn health_json(&self) -> serde_json::Value {
+        let mut worst = Status::Up;
+        let mut targets = serde_json::Map::new();
+        for (name, target) in &self.targets {
+            worst = worst.max(target.health.status());
+            targets.insert(name.clone(), target.health_json());
+        }
+        serde_json::json!({ "status": worst, "targets": targets })
+    }
+}

@@ -1,0 +1,162 @@
+//! One target at run time: its pool, health and result cache, and the call path that ties
+//! them together (fail fast when down, queue for a slot, run, retry only what is safe).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::{self, ResultCache};
+use crate::config::{Credentials, TargetConfig, VerbConfig};
+use crate::error::Error;
+use crate::health::{Health, PoolNumbers, Status};
+use crate::metrics::TargetMetrics;
+use crate::ssh::conn::Endpoint;
+use crate::ssh::exec::{self, Command, ExecError, Output};
+use crate::ssh::pool::{Connections, SlotPool};
+
+/// What a finished remote command gives back, shared by cached copies.
+pub type CallResult = Result<Arc<Output>, Error>;
+
+/// A call as the RPC hands it over, already validated.
+pub struct Call<'a> {
+    pub verb: &'a str,
+    pub verb_config: &'a VerbConfig,
+    pub line: String,
+    pub args: &'a [String],
+    pub stdin: Option<Bytes>,
+    pub timeout: Duration,
+}
+
+/// A configured target with everything it runs on.
+pub struct Target {
+    pub name: String,
+    pub config: TargetConfig,
+    pub pool: SlotPool,
+    pub health: Health,
+    pub metrics: TargetMetrics,
+    cache: ResultCache<CallResult>,
+    tracker: TaskTracker,
+}
+
+impl Target {
+    pub fn new(
+        name: &str,
+        config: TargetConfig,
+        credentials: Arc<Credentials>,
+        metrics: TargetMetrics,
+        tracker: TaskTracker,
+    ) -> Target {
+        let endpoint = Endpoint::new(&config, credentials);
+        let connections = Arc::new(Connections::new(
+            endpoint,
+            config.max_connections,
+            config.channels_per_connection,
+            metrics.clone(),
+        ));
+        let pool = SlotPool::new(
+            name,
+            connections,
+            config.channels_capacity(),
+            metrics.clone(),
+        );
+        let health = Health::new(
+            config.probe.fail_threshold,
+            !config.probe.shim_verb.is_empty(),
+        );
+        Target {
+            name: name.to_string(),
+            config,
+            pool,
+            health,
+            metrics,
+            cache: ResultCache::default(),
+            tracker,
+        }
+    }
+
+    /// Runs a call, through the result cache when the verb has a ttl. The flag is true for a
+    /// shared copy.
+    pub async fn call(&self, call: Call<'_>) -> (CallResult, bool) {
+        let ttl = call.verb_config.cache_ttl;
+        if ttl.is_zero() {
+            return (self.execute(&call).await, false);
+        }
+        let key = cache::key(call.verb, call.args, call.stdin.as_deref());
+        self.cache.get_or_run(key, ttl, self.execute(&call)).await
+    }
+
+    async fn execute(&self, call: &Call<'_>) -> CallResult {
+        let deadline = Instant::now() + call.timeout;
+        self.fail_fast().await?;
+        let retries = if call.verb_config.idempotent { 1 } else { 0 };
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let held = match self.pool.get(left.min(self.config.queue_timeout)).await {
+                Err(Error::Busy { .. }) if left < self.config.queue_timeout => {
+                    return Err(Error::Timeout(call.timeout));
+                }
+                other => other?,
+            };
+            let conn = held.slot.conn.clone();
+            let cmd = Command {
+                line: call.line.clone(),
+                stdin: call.stdin.clone(),
+                max_output: self.config.max_output_bytes,
+            };
+            match exec::run(&conn, cmd, deadline, held, &self.tracker).await {
+                Ok(output) => return Ok(Arc::new(output)),
+                // Nothing left tether: an idempotent verb may try once more on a fresh connection.
+                Err(ExecError::NotSent(Error::UpstreamUnreachable(_))) if attempt < retries => {
+                    attempt += 1;
+                }
+                Err(ExecError::NotSent(e) | ExecError::Sent(e)) => {
+                    if matches!(e, Error::Timeout(_)) {
+                        return Err(Error::Timeout(call.timeout));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// A target known down with no connection up gets one bounded connect attempt, not the
+    /// verb's whole timeout.
+    async fn fail_fast(&self) -> Result<(), Error> {
+        if self.health.status() != Status::Down || !self.pool.connections.live().is_empty() {
+            return Ok(());
+        }
+        match self.pool.connections.any().await {
+            Ok(_) => Ok(()),
+            Err(e @ (Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. })) => Err(e),
+            Err(e) => Err(Error::UpstreamUnreachable(format!(
+                "target {} is down and a fresh connect failed: {e}",
+                self.name
+            ))),
+        }
+    }
+
+    /// Live numbers for the health JSON.
+    pub fn pool_numbers(&self) -> PoolNumbers {
+        PoolNumbers {
+            connections: self.pool.connections.live().len(),
+            channels_in_use: self.pool.in_use(),
+            channels_capacity: self.config.channels_capacity(),
+            waiting: self.pool.waiting(),
+        }
+    }
+
+    /// The SPEC's per-target health object.
+    pub fn health_json(&self) -> serde_json::Value {
+        self.health.to_json(self.pool_numbers())
+    }
+
+    /// Stops handing out slots and closes the connections politely.
+    pub async fn close(&self) {
+        self.pool.close();
+        self.pool.connections.close_all().await;
+    }
+}
