@@ -123,17 +123,24 @@ impl Target {
         }
     }
 
-    /// A target known down with no connection up gets one bounded connect attempt, not the
-    /// verb's whole timeout.
+    /// A target known down with no connection up gets at most one bounded connect attempt,
+    /// not the verb's whole timeout; none when one failed within the last probe interval, so
+    /// a busy app cannot storm a sleeping laptop.
     async fn fail_fast(&self) -> Result<(), Error> {
-        if self.health.status() != Status::Down || !self.pool.connections.live().is_empty() {
+        let connections = &self.pool.connections;
+        if self.health.status() != Status::Down || !connections.live().is_empty() {
             return Ok(());
         }
-        match self.pool.connections.any().await {
-            Ok(_) => Ok(()),
+        let recent = Instant::now().checked_sub(self.config.probe.interval);
+        let attempt = match recent.and_then(|since| connections.failure_since(since)) {
+            Some(err) => Err(err),
+            None => connections.any().await.map(|_| ()),
+        };
+        match attempt {
+            Ok(()) => Ok(()),
             Err(e @ (Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. })) => Err(e),
             Err(e) => Err(Error::UpstreamUnreachable(format!(
-                "target {} is down and a fresh connect failed: {e}",
+                "target {} is down: {e}",
                 self.name
             ))),
         }

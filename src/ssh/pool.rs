@@ -21,9 +21,11 @@ pub struct Connections {
     max_connections: usize,
     per_connection: usize,
     live: Mutex<Vec<Arc<Connection>>>,
-    /// Serialises connection attempts and remembers the last failure, so that callers who
-    /// queued behind a failed attempt share its answer instead of each waiting out their own.
-    connecting: tokio::sync::Mutex<Option<(Instant, Error)>>,
+    /// Serialises connection attempts.
+    connecting: tokio::sync::Mutex<()>,
+    /// The last failed attempt: callers who queued behind it share its answer instead of
+    /// each waiting out their own, and a target known down does not storm the remote.
+    last_failure: Mutex<Option<(Instant, Error)>>,
     metrics: TargetMetrics,
 }
 
@@ -39,7 +41,8 @@ impl Connections {
             max_connections,
             per_connection,
             live: Mutex::new(Vec::new()),
-            connecting: tokio::sync::Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            last_failure: Mutex::new(None),
             metrics,
         }
     }
@@ -85,14 +88,12 @@ impl Connections {
         asked: Instant,
         reuse: impl Fn(&[Arc<Connection>]) -> Option<Arc<Connection>>,
     ) -> Result<Arc<Connection>, Error> {
-        let mut last_failure = self.connecting.lock().await;
+        let _serial = self.connecting.lock().await;
         if let Some(conn) = reuse(&self.live()) {
             return Ok(conn);
         }
-        if let Some((at, err)) = &*last_failure
-            && *at >= asked
-        {
-            return Err(err.clone());
+        if let Some(err) = self.failure_since(asked) {
+            return Err(err);
         }
         if self.live().len() >= self.max_connections {
             return Err(Error::Internal(
@@ -106,14 +107,22 @@ impl Connections {
                 let conn = Arc::new(conn);
                 self.live.lock().expect("poisoned").push(conn.clone());
                 self.live();
-                *last_failure = None;
+                *self.last_failure.lock().expect("poisoned") = None;
                 Ok(conn)
             }
             Err(err) => {
                 self.metrics.connect(err.code());
-                *last_failure = Some((Instant::now(), err.clone()));
+                *self.last_failure.lock().expect("poisoned") = Some((Instant::now(), err.clone()));
                 Err(err)
             }
+        }
+    }
+
+    /// The last connection failure if it happened at or after `since`.
+    pub fn failure_since(&self, since: Instant) -> Option<Error> {
+        match &*self.last_failure.lock().expect("poisoned") {
+            Some((at, err)) if *at >= since => Some(err.clone()),
+            _ => None,
         }
     }
 
