@@ -26,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT=$PWD
 PY=python3
-DC="$PY $ROOT/tests/deploy/deploycheck.py"
+dc() { "$PY" "$ROOT/tests/deploy/deploycheck.py" "$@"; }
 K8S_VERSION=1.33.0
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-deploy-check.XXXXXX")
 if [[ "${DEPLOY_CHECK_KEEP:-}" == 1 ]]; then echo "scratch: $TMP"; else trap 'rm -rf "$TMP"' EXIT; fi
@@ -117,15 +117,15 @@ tether_env() { env -i PATH="$PATH" HOME="$TMP" "$@"; }
 
 # ------------------------------------------------------------------ contract
 echo; echo "=== contract (SPEC metrics table)"
-check "metric list (tests/deploy/spec-metrics.txt) matches the SPEC" $DC spec-sync
+check "metric list (tests/deploy/spec-metrics.txt) matches the SPEC" dc spec-sync
 
 # ------------------------------------------------------------------ alerts
 echo; echo "=== alert rules (charts/tether/files/tether.rules.yml)"
 check "promtool check rules" promtool check rules charts/tether/files/tether.rules.yml
 check "promtool test rules" promtool test rules deploy/prometheus/tether.rules.test.yml
-check "every alert has firing and not-firing unit tests" $DC rules-coverage
-check "alert names, severity, security lane, runbook links, metrics exist in the SPEC" $DC rules
-check "Alertmanager inhibition rules name real alerts and never mute the security lane" $DC inhibit
+check "every alert has firing and not-firing unit tests" dc rules-coverage
+check "alert names, severity, security lane, runbook links, metrics exist in the SPEC" dc rules
+check "Alertmanager inhibition rules name real alerts and never mute the security lane" dc inhibit
 check "deploy/prometheus/rules/tether.rules.yml is the chart's file (one source)" \
   test "$(readlink -f deploy/prometheus/rules/tether.rules.yml)" = "$ROOT/charts/tether/files/tether.rules.yml"
 check "promtool check config deploy/prometheus/prometheus.yml (compose Prometheus)" \
@@ -140,7 +140,7 @@ fi
 # ------------------------------------------------------------------ dashboard
 echo; echo "=== dashboard (charts/tether/files/tether-dashboard.json)"
 check "dashboard parses, its queries are valid PromQL on SPEC metrics and labels, shows every metric" \
-  $DC dashboard promtool
+  dc dashboard promtool
 check "deploy/grafana/tether-dashboard.json is the chart's file (one source)" \
   test "$(readlink -f deploy/grafana/tether-dashboard.json)" = "$ROOT/charts/tether/files/tether-dashboard.json"
 check "Grafana provisioning files parse" $PY -c '
@@ -150,19 +150,19 @@ for p in sorted(pathlib.Path("deploy/grafana/provisioning").rglob("*.yml")):
 
 # ------------------------------------------------------------------ runbooks
 echo; echo "=== runbooks (docs/runbooks)"
-check "each runbook has Scope, Alerts, Diagnose, Recover, Prevent; each alert is in its runbook" $DC runbooks
+check "each runbook has Scope, Alerts, Diagnose, Recover, Prevent; each alert is in its runbook" dc runbooks
 
 # ------------------------------------------------------------------ image
 echo; echo "=== Dockerfile (building it needs a Docker engine: not here)"
 check "Dockerfile: multi-stage, COPY sources exist and pass .dockerignore, non-root, entrypoint, healthcheck" \
-  $DC dockerfile
+  dc dockerfile
 
 # ------------------------------------------------------------------ compose
 echo; echo "=== compose.yaml"
 check "compose.yaml validates against the Compose Specification schema (check-jsonschema's vendored copy)" \
   "${CHECK_JSONSCHEMA[@]}" --builtin-schema vendor.compose-spec compose.yaml
 check "compose.yaml: healthcheck, grace, shared socket volume, networks, .env.example covers every variable" \
-  $DC compose
+  dc compose
 
 # test key material: a client key and a host key, generated per run
 mkdir -p "$TMP/keys"
@@ -185,7 +185,8 @@ fi
 
 compose_config_accepted() {
   local cfg=$1 envs=()
-  mapfile -d '' envs < <($DC compose-env "$TMP/.env")
+  dc compose-env "$TMP/.env" >"$TMP/compose.env" || return 1
+  mapfile -d '' envs <"$TMP/compose.env"
   local out rc=0
   out=$(tether_env "${envs[@]}" "$TETHER" config --config "$cfg" 2>&1) || rc=$?
   printf '%s\n' "$out"
@@ -216,8 +217,8 @@ render() { # render OUT [helm args...]
 }
 validate_k8s() { # validate_k8s RENDERED: schema-check every core object (CRDs: structure checks)
   local dir=$TMP/split-$(basename "$1" .yaml)
-  $DC chart-split "$1" "$dir"
-  "${KUBE_VALIDATE[@]}" --strict --quiet -k "$K8S_VERSION" "$dir"/*.yaml
+  dc chart-split "$1" "$dir" || return 1
+  "${KUBE_VALIDATE[@]}" --strict --quiet -k "$K8S_VERSION" "$dir"/*.yaml || return 1
   echo "$(ls "$dir" | wc -l) objects valid against the Kubernetes $K8S_VERSION schemas (strict)"
 }
 for mode in native classic; do
@@ -227,7 +228,7 @@ for mode in native classic; do
   if [[ -s "$TMP/$mode.yaml" ]]; then
     check "rendered objects validate against Kubernetes schemas ($mode)" validate_k8s "$TMP/$mode.yaml"
     check "chart structure: sidecar form, probes, resources, securityContext, strategy, checksums, monitoring objects ($mode)" \
-      $DC chart-assert "$TMP/$mode.yaml" "$mode"
+      dc chart-assert "$TMP/$mode.yaml" "$mode"
   fi
 done
 check "chart refuses default values without a target" \
@@ -246,12 +247,13 @@ check "chart refuses native sidecars on Kubernetes 1.28" \
 echo; echo "=== the config the chart renders (files/tether.toml.tpl)"
 # Render with the Secret's mount path pointing at a scratch directory that holds real
 # key files, as the pod would see them, then ask tether itself.
-chart_config() { # chart_config MODE -> $TMP/MODE.toml and its secret files
-  local mode=$1 dir=$TMP/secrets-$1
+# (the functions below run inside `check`, where errexit is off: every step says `|| return 1`)
+chart_config() { # chart_config NAME VALUES-MODE [helm args] -> $TMP/NAME.toml and its secret files
+  local name=$1 mode=$2 dir=$TMP/secrets-$1
   mkdir -p "$dir"
-  render "$TMP/$mode-real.yaml" -f "charts/tether/ci/$mode-values.yaml" --set "secret.mountPath=$dir" "${@:2}"
-  $DC chart-config "$TMP/$mode-real.yaml" "$TMP/$mode.toml"
-  $PY - "$TMP/$mode.toml" "$dir" "$TMP/keys/client" "$HOSTKEY" <<'EOF'
+  render "$TMP/$name-real.yaml" -f "charts/tether/ci/$mode-values.yaml" --set "secret.mountPath=$dir" "${@:3}" || return 1
+  dc chart-config "$TMP/$name-real.yaml" "$TMP/$name.toml" || return 1
+  $PY - "$TMP/$name.toml" "$dir" "$TMP/keys/client" "$HOSTKEY" <<'EOF' || return 1
 import sys, tomllib, pathlib, shutil
 cfg = tomllib.loads(pathlib.Path(sys.argv[1]).read_text())
 for name, t in cfg["targets"].items():
@@ -259,7 +261,7 @@ for name, t in cfg["targets"].items():
     pathlib.Path(t["known_hosts_file"]).write_text(f"[{t['host']}]:{t.get('port', 22)} {sys.argv[4]}\n")
     print(f"{name}: {t['host']}:{t.get('port', 22)}, key and known_hosts files in place")
 EOF
-  cat "$TMP/$mode.toml"
+  cat "$TMP/$name.toml"
 }
 tether_accepts() { # tether_accepts FILE
   local out rc=0
@@ -276,9 +278,9 @@ tether_refuses() { # tether_refuses FILE PATTERN: exit 78 naming PATTERN
   grep -q -- "$2" <<<"$out" || { echo "the error does not name $2"; return 1; }
 }
 for mode in native classic; do
-  check "render $mode values into tether.toml with key files" chart_config "$mode"
+  check "render $mode values into tether.toml with key files" chart_config "$mode" "$mode"
   if [[ -s "$TMP/$mode.toml" ]]; then
-    check "rendered $mode tether.toml uses only the SPEC's keys and value types" $DC config-keys "$TMP/$mode.toml"
+    check "rendered $mode tether.toml uses only the SPEC's keys and value types" dc config-keys "$TMP/$mode.toml"
     if [[ -n "$TETHER" ]]; then
       check "tether config accepts the chart's $mode config" tether_accepts "$TMP/$mode.toml"
     else
@@ -287,7 +289,7 @@ for mode in native classic; do
   fi
 done
 if [[ -n "$TETHER" ]]; then
-  check "render a config with an unknown key" chart_config bad --set tether.config.server.no_such_key=1
+  check "render a config with an unknown key" chart_config bad native --set tether.config.server.no_such_key=1
   check "tether config refuses it with exit 78, naming the key (the check can fail)" \
     tether_refuses "$TMP/bad.toml" no_such_key
 else
