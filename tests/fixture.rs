@@ -181,6 +181,7 @@ fn kill_sessions_drops_connections_but_keeps_listening() {
     let mut slow = slow
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     assert!(wait_until(Duration::from_secs(10), || sshd
