@@ -4,6 +4,7 @@
 //! - [`sshd`]: a real OpenSSH `sshd` on a free loopback port, with its own host key, client
 //!   keys, a forced-command test shim (`shim.sh`) that logs every invocation, and fault controls
 //!   (freeze, resume, kill, restart, drop sessions).
+//! - [`keys`]: client and host key pairs from ssh-keygen, OpenSSH and PEM text.
 //! - [`tether`]: writes a tether config pointing at an [`sshd::Sshd`], spawns the real binary,
 //!   waits until it answers, captures its output, and runs the CLI.
 //! - [`http`]: a tiny blocking HTTP/1.1 client over a Unix socket or TCP.
@@ -14,6 +15,7 @@
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
 pub mod http;
+pub mod keys;
 pub mod ports;
 pub mod procs;
 pub mod sshd;
