@@ -265,8 +265,12 @@ impl Sshd {
 
     /// A fresh ed25519 key that is not in authorized_keys.
     pub fn unauthorized_key(&self) -> ClientKey {
-        let name = format!("unauthorized_{}", rand::random::<u32>());
-        ClientKey::generate(self.dir.path(), &name, "ed25519")
+        let dir = tempfile::Builder::new()
+            .prefix("unauthorized-")
+            .tempdir_in(self.dir.path())
+            .expect("tempdir for key")
+            .keep();
+        ClientKey::generate(&dir, "client_ed25519", "ed25519")
     }
 
     /// The pin for this server: `[127.0.0.1]:PORT ssh-ed25519 AAAA…`.
