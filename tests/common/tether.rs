@@ -125,7 +125,9 @@ impl TetherConfig {
         self
     }
 
-    /// Starts tether without `--config` (env-only deployments); `TETHER_CONFIG` is unset too.
+    /// Starts tether without `--config` (env-only deployments; `TETHER_CONFIG` is unset too).
+    /// The table is then ignored except `server.socket` and `server.admin_addr`, which are
+    /// passed as `TETHER_SERVER__SOCKET`/`TETHER_SERVER__ADMIN_ADDR` unless [`Self::env`] set them.
     pub fn without_file(mut self) -> Self {
         self.write_file = false;
         self
@@ -172,6 +174,14 @@ impl TetherConfig {
         if self.write_file {
             fs::write(&config_path, self.to_toml()).expect("write tether.toml");
             cmd.arg("--config").arg(&config_path);
+        } else {
+            for key in ["socket", "admin_addr"] {
+                let name = format!("TETHER_SERVER__{}", key.to_ascii_uppercase());
+                let value = self.table["server"].get(key).and_then(Toml::as_str);
+                if let (Some(value), false) = (value, self.env.iter().any(|(n, _)| *n == name)) {
+                    cmd.env(name, value);
+                }
+            }
         }
         let out = fs::File::create(d.join("stdout.log")).expect("create stdout.log");
         let err = fs::File::create(d.join("stderr.log")).expect("create stderr.log");
