@@ -1,0 +1,38 @@
+//! Shared fixture for tether's black-box integration tests.
+//!
+//! # Layout
+//! - [`sshd`]: a real OpenSSH `sshd` on a free loopback port, with its own host key, client
+//!   keys, a forced-command test shim (`shim.sh`) that logs every invocation, and fault controls
+//!   (freeze, resume, kill, restart, drop sessions).
+//! - [`keys`]: client and host key pairs from ssh-keygen, OpenSSH and PEM text.
+//! - [`tether`]: writes a tether config pointing at an [`sshd::Sshd`], spawns the real binary,
+//!   waits until it answers, captures its output, and runs the CLI.
+//! - [`http`]: a tiny blocking HTTP/1.1 client over a Unix socket or TCP.
+//! - [`ports`]: free ports, ports where nothing listens, and listeners that never answer.
+//!
+//! Every fixture owns its temp dir and port; there is no shared mutable state, so tests can run
+//! in parallel threads. Waiting is always polling against a deadline ([`wait_until`]).
+#![allow(dead_code)] // each test binary uses a different subset of these helpers
+
+pub mod http;
+pub mod keys;
+pub mod ports;
+pub mod procs;
+pub mod sshd;
+pub mod tether;
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

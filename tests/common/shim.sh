@@ -1,0 +1,28 @@
+#!/bin/sh
+# Test shim for tether's integration tests: the forced command of the test sshd.
+#
+# Usage (from authorized_keys): command="/path/shim.sh LOGFILE"
+# Reads the requested command from $SSH_ORIGINAL_COMMAND, appends one line per invocation to
+# LOGFILE ("<unix time> <verb> <args...>"), then runs the verb. Seed verbs mimic the real shim;
+# the others exist for fault and size tests.
+set -uf
+log="${1:?usage: shim.sh LOGFILE}"
+# shellcheck disable=SC2086 # word splitting is the point: args never contain spaces.
+set -- ${SSH_ORIGINAL_COMMAND:-}
+printf '%s %s\n' "$(date +%s.%N)" "$*" >> "$log"
+verb="${1:-}"
+[ $# -gt 0 ] && shift
+
+case "$verb" in
+  health) echo ok ;;
+  run-turn)
+    msg=$(printf '%s' "${3:-}" | base64 -d) || { echo "bad base64" >&2; exit 3; }
+    printf 'reply: %s\n' "$msg" ;;
+  reset) printf 'reset %s\n' "${1:-}" ;;
+  sleep) sleep "${1:-1}"; printf 'slept %s\n' "${1:-1}" ;;
+  cat) cat ;;
+  fail) echo "failing with status ${1:-1}" >&2; exit "${1:-1}" ;;
+  big) head -c "${1:-0}" /dev/zero | tr '\0' 'x' ;;
+  stderr) printf '%s\n' "$*" >&2 ;;
+  *) echo "unknown verb" >&2; exit 2 ;;
+esac
