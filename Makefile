@@ -1,13 +1,23 @@
 # Developer and CI entry points. CI runs .ci/run, which runs `make test`.
 CARGO ?= cargo
 
-.PHONY: test fmt lint demo test-deps
+.PHONY: test fmt lint demo test-deps deploy-check image
 
-## test: install what the integration tests need, then fmt check, clippy, all tests
+## test: install what the integration tests need, then fmt check, clippy, all tests, deploy checks
 test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
+	$(MAKE) deploy-check
+
+## deploy-check: alert rules, dashboard, compose, Dockerfile and Helm chart (tests/deploy/check.sh)
+deploy-check:
+	$(CARGO) build --locked
+	TETHER_BIN=target/debug/tether bash tests/deploy/check.sh
+
+## image: the container image (needs a Docker engine)
+image:
+	docker build -t tether .
 
 ## test-deps: sshd, ssh, ssh-keygen, promtool (installs them with apt when root)
 test-deps:

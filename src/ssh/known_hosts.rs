@@ -8,11 +8,9 @@ use russh::keys::PublicKey;
 /// The keys pinned for `host:port`. Lines naming the exact `[host]:port` win; when there are
 /// none, lines naming the bare host are accepted for any port (operators often paste those).
 pub fn pinned_keys(text: &str, host: &str, port: u16) -> Result<Vec<PublicKey>, String> {
-    let with_port = if port == 22 {
-        host.to_string()
-    } else {
-        format!("[{host}]:{port}")
-    };
+    let bracketed = format!("[{host}]:{port}");
+    // OpenSSH writes port 22 as the bare host; `[host]:22` is accepted as well.
+    let with_port = if port == 22 { host } else { bracketed.as_str() };
     let mut exact = Vec::new();
     let mut bare = Vec::new();
     let mut revoked = Vec::new();
@@ -26,7 +24,9 @@ pub fn pinned_keys(text: &str, host: &str, port: u16) -> Result<Vec<PublicKey>, 
         match entry.marker {
             Some("@revoked") => revoked.push(entry.key),
             Some(_) => {} // @cert-authority: host certificates are not used by the shim setup
-            None if matches(entry.hosts, &with_port) => exact.push(entry.key),
+            None if matches(entry.hosts, with_port) || matches(entry.hosts, &bracketed) => {
+                exact.push(entry.key)
+            }
             None if matches(entry.hosts, host) => bare.push(entry.key),
             None => {}
         }
@@ -132,6 +132,7 @@ mod tests {
         let only_a = pinned_keys(&format!("x {KEY_A}"), "x", 22).unwrap();
         assert_eq!(fingerprints(&exact), fingerprints(&only_a));
         assert_eq!(pinned_keys(&text, "10.0.0.1", 22).unwrap().len(), 1);
+        assert!(pinned_keys(&format!("[h]:22 {KEY_A}"), "h", 22).is_ok());
         assert_eq!(
             pinned_keys(&format!("10.0.0.1 {KEY_B}"), "10.0.0.1", 2222)
                 .unwrap()
@@ -145,6 +146,7 @@ mod tests {
         let text =
             format!("# laptop\n10.0.0.*,!10.0.0.9 {KEY_A}\n10.0.0.* {KEY_B}\n@revoked * {KEY_B}\n");
         assert_eq!(pinned_keys(&text, "10.0.0.1", 22).unwrap().len(), 1);
+        assert!(pinned_keys(&format!("[h]:22 {KEY_A}"), "h", 22).is_ok());
         assert!(pinned_keys(&format!("10.0.0.*,!10.0.0.9 {KEY_A}"), "10.0.0.9", 22).is_err());
         let two = format!("h {KEY_A}\nh {KEY_B}\n");
         assert_eq!(pinned_keys(&two, "h", 22).unwrap().len(), 2);
