@@ -46,6 +46,8 @@ enum Command {
         #[arg(long)]
         stdin_file: Option<String>,
         verb: String,
+        /// Arguments, passed as they are (`-rf` is an argument, not an option).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Exit 0 when the remote is up, 1 when not, 2 when the sidecar does not answer.

@@ -27,6 +27,27 @@ use super::sshd::Sshd;
 pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
 /// The target name [`TetherConfig::for_sshd`] uses.
 pub const TARGET: &str = "laptop";
+/// The allowlist [`TetherConfig::test_verbs`] installs.
+pub const TEST_VERBS: &str = r#"
+[verbs.health]
+timeout = "5s"
+cache_ttl = "2s"
+idempotent = true
+[verbs.run-turn]
+timeout = "20s"
+[verbs.reset]
+timeout = "15s"
+[verbs.sleep]
+timeout = "20s"
+[verbs.cat]
+timeout = "10s"
+[verbs.fail]
+timeout = "5s"
+[verbs.big]
+timeout = "20s"
+[verbs.stderr]
+timeout = "5s"
+"#;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -111,6 +132,11 @@ impl TetherConfig {
             .unwrap_or_else(|e| panic!("bad TOML snippet: {e}"));
         merge_into(&mut self.table, extra);
         self
+    }
+
+    /// The seed verbs plus the test shim's verbs (sleep, cat, fail, big, stderr), short timeouts.
+    pub fn test_verbs(self) -> Self {
+        self.merge(TEST_VERBS)
     }
 
     /// Uses the ed25519 or RSA key (or any other) as the target's private key.
