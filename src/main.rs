@@ -118,12 +118,10 @@ fn main() -> ExitCode {
 }
 
 fn load(path: Option<PathBuf>) -> Result<config::Loaded, ExitCode> {
-    config::load(path.as_deref())
-        .and_then(config::validate)
-        .map_err(|errors| {
-            eprint!("tether: {errors}");
-            ExitCode::from(EXIT_CONFIG)
-        })
+    config::load(path.as_deref()).map_err(|errors| {
+        eprint!("tether: {errors}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 async fn serve(path: Option<PathBuf>) -> ExitCode {

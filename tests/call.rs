@@ -29,7 +29,10 @@ fn run_turn_carries_umlauts_and_runs_exactly_once() {
     assert_eq!(body["verb"], "run-turn");
     assert_eq!(body["cached"], false);
     assert!(body["duration_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(sshd.count("run-turn", &["paliad-paliadin-1a2b3c4d", uuid]), 1);
+    assert_eq!(
+        sshd.count("run-turn", &["paliad-paliadin-1a2b3c4d", uuid]),
+        1
+    );
 }
 
 #[test]
@@ -50,7 +53,11 @@ fn stdin_text_and_bytes_reach_the_command() {
     let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
     let text = "Zeile 1: Grüße\nZeile 2: $(rm -rf /) `id` 'quoted'\n";
     let (status, body) = tether.call(&json!({"verb": "cat", "stdin": text}));
-    assert_eq!((status, body["stdout"].as_str()), (200, Some(text)), "{body}");
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some(text)),
+        "{body}"
+    );
     let bytes: Vec<u8> = (0..=255u8).filter(|b| b.is_ascii()).collect();
     let (_, body) = tether.call(&json!({"verb": "cat", "stdin_base64": B64.encode(&bytes)}));
     assert_eq!(body["stdout"].as_str().unwrap().as_bytes(), &bytes[..]);
@@ -89,24 +96,51 @@ fn cli_is_a_drop_in_for_ssh() {
     let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
     let msg = B64.encode("Grüße");
     let out = tether.cli("call", &["run-turn", "s1", "u1", &msg]);
-    assert_eq!((out.code, out.stdout.as_str()), (Some(0), "reply: Grüße\n"), "{out:?}");
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (Some(0), "reply: Grüße\n"),
+        "{out:?}"
+    );
     let out = tether.cli("call", &["fail", "7"]);
-    assert_eq!((out.code, out.stderr.as_str()), (Some(7), "failing with status 7\n"));
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (Some(7), "failing with status 7\n")
+    );
     let out = tether.cli("call", &["rm", "-rf"]);
     assert_eq!(out.code, Some(255));
-    assert!(out.stderr.starts_with("tether: verb_not_allowed: "), "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("tether: verb_not_allowed: "),
+        "{}",
+        out.stderr
+    );
     let file = tether_stdin_file(&tether, "aus der Datei\n");
     let out = tether.cli("call", &["--stdin-file", &file, "cat"]);
     assert_eq!(out.stdout, "aus der Datei\n");
     let piped = common::tether::run_cli(
-        &["call", "--socket", tether.socket_path().to_str().unwrap(), "--stdin-file", "-", "cat"],
+        &[
+            "call",
+            "--socket",
+            tether.socket_path().to_str().unwrap(),
+            "--stdin-file",
+            "-",
+            "cat",
+        ],
         &[],
         Some("von stdin\n".as_bytes()),
     );
     assert_eq!(piped.stdout, "von stdin\n");
-    let out = common::tether::run_cli(&["call", "--socket", "/nonexistent/t.sock", "health", "s"], &[], None);
+    let out = common::tether::run_cli(
+        &["call", "--socket", "/nonexistent/t.sock", "health", "s"],
+        &[],
+        None,
+    );
     assert_eq!(out.code, Some(255));
-    assert!(out.stderr.starts_with("tether: upstream_unreachable: tether does not answer"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .starts_with("tether: upstream_unreachable: tether does not answer"),
+        "{}",
+        out.stderr
+    );
 }
 
 fn tether_stdin_file(tether: &common::tether::Tether, text: &str) -> String {
@@ -120,10 +154,16 @@ fn each_call_is_logged_once_without_arguments_or_stdin() {
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
     let secret_msg = B64.encode("mein geheimes Anliegen");
-    tether.call(&json!({"verb": "run-turn", "args": ["s1", "u1", secret_msg], "request_id": "log-check-1"}));
-    tether.call(&json!({"verb": "cat", "stdin": "stdin-payload-4711", "request_id": "log-check-2"}));
+    tether.call(
+        &json!({"verb": "run-turn", "args": ["s1", "u1", secret_msg], "request_id": "log-check-1"}),
+    );
+    tether
+        .call(&json!({"verb": "cat", "stdin": "stdin-payload-4711", "request_id": "log-check-2"}));
     let logs = tether.logs();
     assert_eq!(logs.matches("log-check-1").count(), 1, "{logs}");
     assert_eq!(logs.matches("log-check-2").count(), 1, "{logs}");
-    assert!(!logs.contains(&secret_msg) && !logs.contains("stdin-payload-4711"), "{logs}");
+    assert!(
+        !logs.contains(&secret_msg) && !logs.contains("stdin-payload-4711"),
+        "{logs}"
+    );
 }

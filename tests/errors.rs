@@ -16,7 +16,11 @@ fn assert_error(answer: (u16, Value), status: u16, code: &str, retryable: bool) 
     assert_eq!(got, status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert_eq!(body["error"]["retryable"], retryable, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
     body
 }
 
@@ -47,7 +51,9 @@ fn bad_requests_are_refused_before_anything_is_sent() {
     ] {
         assert_error(raw(&tether, body), 400, "bad_request", false);
     }
-    for arg in ["a b", "$(id)", "`id`", "a;b", "a|b", "x\ny", "Grüße", "", "*"] {
+    for arg in [
+        "a b", "$(id)", "`id`", "a;b", "a|b", "x\ny", "Grüße", "", "*",
+    ] {
         let body = assert_error(
             tether.call(&json!({"verb": "health", "args": [arg], "request_id": "r-42"})),
             400,
@@ -57,7 +63,10 @@ fn bad_requests_are_refused_before_anything_is_sent() {
         assert_eq!(body["request_id"], "r-42");
     }
     let r = http::unix(tether.socket_path(), "GET", "/v1/nothing", None).unwrap();
-    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("bad_request")));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
     assert_only_probes_ran(&sshd);
 }
 
@@ -67,7 +76,12 @@ fn allowlist_targets_and_sizes() {
     let tether = TetherConfig::for_sshd(&sshd)
         .set("server.max_request_bytes", 4096)
         .spawn();
-    assert_error(tether.call(&json!({"verb": "sleep", "args": ["1"]})), 403, "verb_not_allowed", false);
+    assert_error(
+        tether.call(&json!({"verb": "sleep", "args": ["1"]})),
+        403,
+        "verb_not_allowed",
+        false,
+    );
     assert_error(
         tether.call(&json!({"target": "elsewhere", "verb": "health", "args": ["s"]})),
         404,
@@ -75,7 +89,17 @@ fn allowlist_targets_and_sizes() {
         false,
     );
     let big = "a".repeat(5000);
-    assert_error(raw(&tether, json!({"verb": "health", "args": [big]}).to_string().as_bytes()), 413, "payload_too_large", false);
+    assert_error(
+        raw(
+            &tether,
+            json!({"verb": "health", "args": [big]})
+                .to_string()
+                .as_bytes(),
+        ),
+        413,
+        "payload_too_large",
+        false,
+    );
     assert_only_probes_ran(&sshd);
 }
 
@@ -102,12 +126,28 @@ fn a_full_pool_answers_busy_after_queue_timeout() {
         .set("targets.laptop.queue_timeout", "300ms")
         .spawn();
     let socket = tether.socket_path().to_path_buf();
-    let long = std::thread::spawn(move || http::post_json(&socket, "/v1/call", &json!({"verb": "sleep", "args": ["2"]})));
-    assert!(common::wait_until(Duration::from_secs(5), || sshd.count("sleep", &[]) == 1));
+    let long = std::thread::spawn(move || {
+        http::post_json(
+            &socket,
+            "/v1/call",
+            &json!({"verb": "sleep", "args": ["2"]}),
+        )
+    });
+    assert!(common::wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &[])
+        == 1));
     let started = Instant::now();
-    assert_error(tether.call(&json!({"verb": "reset", "args": ["s"]})), 429, "busy", true);
+    assert_error(
+        tether.call(&json!({"verb": "reset", "args": ["s"]})),
+        429,
+        "busy",
+        true,
+    );
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(290) && waited < Duration::from_millis(1500), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(290) && waited < Duration::from_millis(1500),
+        "{waited:?}"
+    );
     assert_eq!(long.join().unwrap().0, 200);
     assert_eq!(sshd.count("reset", &[]), 0);
 }
@@ -155,7 +195,12 @@ fn idempotent_verbs_say_timeouts_are_retryable() {
         .test_verbs()
         .merge("[verbs.sleep]\ntimeout = \"20s\"\nidempotent = true\n")
         .spawn();
-    assert_error(tether.call(&json!({"verb": "sleep", "args": ["1"], "timeout_ms": 100})), 504, "timeout", true);
+    assert_error(
+        tether.call(&json!({"verb": "sleep", "args": ["1"], "timeout_ms": 100})),
+        504,
+        "timeout",
+        true,
+    );
 }
 
 #[test]
@@ -164,11 +209,20 @@ fn nothing_listening_is_upstream_unreachable_within_connect_timeout() {
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)
         .set("targets.laptop.port", i64::from(port.port()))
-        .set("targets.laptop.known_hosts", sshd.known_hosts_line().replace(&sshd.port().to_string(), &port.port().to_string()))
+        .set(
+            "targets.laptop.known_hosts",
+            sshd.known_hosts_line()
+                .replace(&sshd.port().to_string(), &port.port().to_string()),
+        )
         .set("targets.laptop.connect_timeout", "1s")
         .spawn();
     let started = Instant::now();
-    let body = assert_error(tether.call(&json!({"verb": "health", "args": ["s"]})), 503, "upstream_unreachable", true);
+    let body = assert_error(
+        tether.call(&json!({"verb": "health", "args": ["s"]})),
+        503,
+        "upstream_unreachable",
+        true,
+    );
     assert!(started.elapsed() < Duration::from_secs(1), "{body}");
 }
 
@@ -180,14 +234,31 @@ fn connection_lost_mid_turn_is_not_retryable_and_the_turn_ran_once() {
         .merge("[verbs.sleep]\ntimeout = \"20s\"\nidempotent = false\n")
         .spawn();
     let socket = tether.socket_path().to_path_buf();
-    let call = std::thread::spawn(move || http::post_json(&socket, "/v1/call", &json!({"verb": "sleep", "args": ["5"]})));
-    assert!(common::wait_until(Duration::from_secs(5), || sshd.count("sleep", &[]) == 1));
+    let call = std::thread::spawn(move || {
+        http::post_json(
+            &socket,
+            "/v1/call",
+            &json!({"verb": "sleep", "args": ["5"]}),
+        )
+    });
+    assert!(common::wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &[])
+        == 1));
     sshd.kill_sessions();
     let body = assert_error(call.join().unwrap(), 503, "connection_lost", false);
-    assert!(body["error"]["message"].as_str().unwrap().contains("may have run"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may have run"),
+        "{body}"
+    );
     assert_eq!(sshd.count("sleep", &[]), 1);
     // tether heals: the next call runs on a fresh connection.
-    assert!(common::wait_until(Duration::from_secs(10), || tether.call(&json!({"verb": "reset", "args": ["s"]})).0 == 200));
+    assert!(common::wait_until(Duration::from_secs(10), || tether
+        .call(&json!({"verb": "reset", "args": ["s"]}))
+        .0
+        == 200));
 }
 
 #[test]
@@ -195,11 +266,25 @@ fn callers_outside_allowed_uids_are_forbidden() {
     let sshd = Sshd::start();
     let me = nix::unistd::getuid().as_raw();
     let tether = TetherConfig::for_sshd(&sshd)
-        .set("server.allowed_uids", toml::Value::Array(vec![toml::Value::Integer(i64::from(me) + 4242)]))
+        .set(
+            "server.allowed_uids",
+            toml::Value::Array(vec![toml::Value::Integer(i64::from(me) + 4242)]),
+        )
         .spawn();
-    assert_error(tether.call(&json!({"verb": "health", "args": ["s"]})), 403, "forbidden", false);
+    assert_error(
+        tether.call(&json!({"verb": "health", "args": ["s"]})),
+        403,
+        "forbidden",
+        false,
+    );
     let allowed = TetherConfig::for_sshd(&sshd)
-        .set("server.allowed_uids", toml::Value::Array(vec![toml::Value::Integer(i64::from(me))]))
+        .set(
+            "server.allowed_uids",
+            toml::Value::Array(vec![toml::Value::Integer(i64::from(me))]),
+        )
         .spawn();
-    assert_eq!(allowed.call(&json!({"verb": "health", "args": ["s"]})).0, 200);
+    assert_eq!(
+        allowed.call(&json!({"verb": "health", "args": ["s"]})).0,
+        200
+    );
 }

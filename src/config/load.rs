@@ -9,7 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 
-use super::{Config, Secret};
+use super::{Config, Loaded, Secret, validate};
 
 /// The file read when neither `--config` nor `$TETHER_CONFIG` names one.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tether/tether.toml";
@@ -33,9 +33,22 @@ impl std::fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Loads the configuration from `path` (else `$TETHER_CONFIG`, else the default path if it
-/// exists), the environment and the legacy variables. Keys are not checked for meaning here:
-/// see [`super::validate`].
-pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+/// exists), the environment and the legacy variables, and validates it: type errors, unknown
+/// keys and invalid values are reported together.
+pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
+    let (config, mut errors) = read(path)?;
+    match validate(config) {
+        Ok(loaded) if errors.is_empty() => Ok(loaded),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(more) => {
+            errors.extend(more.0);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Reads every source; what could not be read is left at its default and reported.
+fn read(path: Option<&Path>) -> Result<(Config, Vec<String>), ConfigErrors> {
     let mut figment = Figment::new();
     if let Some(file) = config_file(path)? {
         figment = figment.merge(Toml::file(file));
@@ -43,11 +56,7 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     figment = figment.merge(Env::prefixed("TETHER_").split("__").ignore(&["config"]));
     let (mut config, mut errors) = extract_all(&figment);
     apply_legacy(&mut config, &|name| std::env::var(name).ok(), &mut errors);
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    Ok((config, errors))
 }
 
 fn config_file(path: Option<&Path>) -> Result<Option<PathBuf>, ConfigErrors> {
