@@ -1,0 +1,165 @@
+//! The process's life: drain on SIGTERM (calls in flight finish, new ones are refused, exit 0,
+//! socket removed), the grace period's end, a second signal, and the socket file at start.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http;
+use common::sshd::Sshd;
+use common::tether::TetherConfig;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+#[test]
+fn sigterm_lets_a_turn_finish_refuses_new_calls_and_exits_cleanly() {
+    let sshd = Sshd::start();
+    let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    let socket = tether.socket_path().to_path_buf();
+    let in_flight = {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            http::post_json(
+                &socket,
+                "/v1/call",
+                &json!({"verb": "sleep", "args": ["1"]}),
+            )
+        })
+    };
+    assert!(common::wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &[])
+        == 1));
+    tether.signal(Signal::SIGTERM);
+    assert!(common::wait_until(Duration::from_secs(2), || tether
+        .admin_get("/readyz")
+        .status
+        == 503));
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("shutting_down")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["retryable"], true);
+    assert_eq!(tether.cli("check", &["--ready"]).code, Some(1));
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("slept 1\n")),
+        "{body}"
+    );
+    let exit = tether
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits after the drain");
+    assert_eq!(exit.code(), Some(0), "{}", tether.logs());
+    assert!(!socket.exists(), "the socket file is removed");
+    assert_eq!(sshd.count("reset", &[]), 0);
+}
+
+#[test]
+fn past_the_grace_period_calls_answer_shutting_down_not_silence() {
+    let sshd = Sshd::start();
+    let mut tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
+        .set("server.shutdown_grace", "300ms")
+        .spawn();
+    let socket = tether.socket_path().to_path_buf();
+    let in_flight = std::thread::spawn(move || {
+        http::post_json(
+            &socket,
+            "/v1/call",
+            &json!({"verb": "sleep", "args": ["10"]}),
+        )
+    });
+    assert!(common::wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &[])
+        == 1));
+    let started = Instant::now();
+    tether.signal(Signal::SIGTERM);
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("shutting_down")),
+        "{body}"
+    );
+    let exit = tether.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let sshd = Sshd::start();
+    let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    let socket = tether.socket_path().to_path_buf();
+    let _in_flight = std::thread::spawn(move || {
+        http::post_json(
+            &socket,
+            "/v1/call",
+            &json!({"verb": "sleep", "args": ["10"]}),
+        )
+    });
+    assert!(common::wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &[])
+        == 1));
+    tether.signal(Signal::SIGTERM);
+    assert!(common::wait_until(Duration::from_secs(2), || tether
+        .admin_get("/readyz")
+        .status
+        == 503));
+    let started = Instant::now();
+    tether.signal(Signal::SIGINT);
+    let exit = tether
+        .wait_exit(Duration::from_secs(2))
+        .expect("exits at once");
+    assert_ne!(exit.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_millis(500));
+}
+
+#[test]
+fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+    let sshd = Sshd::start();
+    let cfg = TetherConfig::for_sshd(&sshd);
+    let socket = cfg.dir().join("tether.sock");
+    // A stale file: bound once, nobody listening now (as after a crash or kill -9).
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let first = cfg.spawn();
+    assert_eq!(first.health().0, 200);
+    // A second tether on the same socket refuses to start and says why.
+    let sshd2 = Sshd::start();
+    let mut second = TetherConfig::for_sshd(&sshd2)
+        .set("server.socket", socket.display().to_string())
+        .spawn_unready();
+    let exit = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("refuses to start");
+    assert_eq!(exit.code(), Some(1));
+    assert!(
+        second
+            .logs()
+            .contains("another process (probably another tether) is listening"),
+        "{}",
+        second.logs()
+    );
+    assert_eq!(first.health().0, 200, "the running tether keeps its socket");
+}
+
+#[test]
+fn socket_mode_is_applied() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd)
+        .set("server.socket_mode", "0600")
+        .spawn();
+    let mode = std::fs::metadata(tether.socket_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
