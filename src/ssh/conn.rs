@@ -61,6 +61,13 @@ pub struct Connection {
     handle: Handle<PinnedHost>,
     /// Pool slots currently bound to this connection.
     pub leases: AtomicUsize,
+    /// Channels open on it right now (calls and probes), until the server has freed them.
+    open_channels: AtomicUsize,
+    /// How many slots it may carry: `channels_per_connection`, lowered when the server
+    /// refuses a channel (its MaxSessions is smaller than configured), raised again as
+    /// opens succeed.
+    capacity: AtomicUsize,
+    configured_capacity: usize,
     /// Set when tether gave up on it (probe failure, drain): no new work goes there.
     retired: AtomicBool,
 }
@@ -68,10 +75,10 @@ pub struct Connection {
 impl Connection {
     /// Connects, checks the host key, logs in and makes one warm-up round trip, all within
     /// the endpoint's connect_timeout.
-    pub async fn open(endpoint: &Endpoint) -> Result<Connection, Error> {
+    pub async fn open(endpoint: &Endpoint, capacity: usize) -> Result<Connection, Error> {
         let addr = endpoint.addr();
         let bound = endpoint.connect_timeout;
-        match tokio::time::timeout(bound, Self::handshake(endpoint, &addr)).await {
+        match tokio::time::timeout(bound, Self::handshake(endpoint, &addr, capacity)).await {
             Ok(result) => result,
             Err(_) => Err(Error::UpstreamUnreachable(format!(
                 "no SSH session with {addr} within {bound:?} (connect_timeout): the remote \
@@ -80,7 +87,11 @@ impl Connection {
         }
     }
 
-    async fn handshake(endpoint: &Endpoint, addr: &str) -> Result<Connection, Error> {
+    async fn handshake(
+        endpoint: &Endpoint,
+        addr: &str,
+        capacity: usize,
+    ) -> Result<Connection, Error> {
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| {
@@ -125,6 +136,9 @@ impl Connection {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             handle,
             leases: AtomicUsize::new(0),
+            open_channels: AtomicUsize::new(0),
+            capacity: AtomicUsize::new(capacity),
+            configured_capacity: capacity,
             retired: AtomicBool::new(false),
         };
         // The first request on a new connection otherwise stalls ~40 ms.
@@ -143,6 +157,33 @@ impl Connection {
             Ok(Ok(())) if !self.is_closed() => Ok(start.elapsed()),
             Ok(_) => Err(Error::ConnectionLost("the SSH connection closed".into())),
             Err(_) => Err(Error::Timeout(bound)),
+        }
+    }
+
+    /// How many slots this connection may carry.
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::SeqCst)
+    }
+
+    /// An open succeeded: counted until the guard drops, and the server carries at least
+    /// this many channels.
+    pub fn opened(self: &Arc<Self>) -> OpenChannel {
+        let open = self.open_channels.fetch_add(1, Ordering::SeqCst) + 1;
+        self.capacity
+            .fetch_max(open.min(self.configured_capacity), Ordering::SeqCst);
+        OpenChannel(self.clone())
+    }
+
+    /// The server refused an open: the channels open now are about its real limit.
+    pub fn refused(&self) {
+        let open = self.open_channels.load(Ordering::SeqCst).max(1);
+        let before = self.capacity.fetch_min(open, Ordering::SeqCst);
+        if open < before && before == self.configured_capacity {
+            tracing::info!(
+                conn = self.id,
+                limit = open,
+                "the server refused a channel: carrying about {open} per connection (its MaxSessions is lower than channels_per_connection)"
+            );
         }
     }
 
@@ -166,6 +207,15 @@ impl Connection {
                 "en",
             )
             .await;
+    }
+}
+
+/// One open channel on a connection; dropping it frees the count.
+pub struct OpenChannel(Arc<Connection>);
+
+impl Drop for OpenChannel {
+    fn drop(&mut self) {
+        self.0.open_channels.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -11,7 +11,7 @@ use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::conn::Connection;
+use super::conn::{Connection, OpenChannel};
 use super::output::Captured;
 use crate::error::Error;
 
@@ -19,8 +19,9 @@ use crate::error::Error;
 const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A command still running this long after its deadline gets its channel closed.
 const STUCK_AFTER: Duration = Duration::from_secs(300);
-/// Refused channel opens (the server's MaxSessions) are retried this many times at most.
-const OPEN_RETRIES: u32 = 20;
+/// First and longest pause between retries of a refused channel open.
+const OPEN_RETRY_FIRST: Duration = Duration::from_millis(5);
+const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
 
 /// What to run.
 pub struct Command {
@@ -59,8 +60,8 @@ pub async fn run<H: Send + 'static>(
     // The open runs as its own task: if the deadline passes first, it still completes and the
     // channel is closed, instead of being left open on the server for the connection's life.
     let mut open = tracker.spawn(open_channel(conn.clone(), deadline));
-    let channel = match tokio::time::timeout_at(deadline, &mut open).await {
-        Ok(Ok(Ok(channel))) => channel,
+    let (channel, hold) = match tokio::time::timeout_at(deadline, &mut open).await {
+        Ok(Ok(Ok((channel, opened)))) => (channel, (hold, opened)),
         Ok(Ok(Err(e))) => return Err(ExecError::NotSent(e)),
         Ok(Err(e)) => {
             return Err(ExecError::NotSent(Error::Internal(format!(
@@ -70,9 +71,10 @@ pub async fn run<H: Send + 'static>(
         Err(_) => {
             let conn = conn.clone();
             tracker.spawn(async move {
-                if let Ok(Ok(channel)) = open.await {
+                if let Ok(Ok((channel, opened))) = open.await {
                     let _ = channel.close().await;
                     let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                    drop(opened);
                 }
                 drop(hold);
             });
@@ -154,17 +156,23 @@ fn lost(conn: &Connection, when: &str) -> Error {
     Error::ConnectionLost(format!("SSH connection {} was lost {when}", conn.id))
 }
 
-/// Opens a session channel, retrying the server's refusals (MaxSessions) briefly.
-async fn open_channel(conn: Arc<Connection>, deadline: Instant) -> Result<Channel<Msg>, Error> {
-    let mut delay = Duration::from_millis(2);
-    for _ in 0..OPEN_RETRIES {
+/// Opens a session channel. A refusal (the server's MaxSessions is lower than ours, or it
+/// has not yet freed a closed channel) teaches the connection its real limit, and the open
+/// is retried until the deadline: a refused open never surfaces as a failed call.
+async fn open_channel(
+    conn: Arc<Connection>,
+    deadline: Instant,
+) -> Result<(Channel<Msg>, OpenChannel), Error> {
+    let mut delay = OPEN_RETRY_FIRST;
+    loop {
         match conn.handle().channel_open_session().await {
-            Ok(channel) => return Ok(channel),
+            Ok(channel) => return Ok((channel, conn.opened())),
             Err(russh::Error::ChannelOpenFailure(
                 ChannelOpenFailure::ConnectFailed | ChannelOpenFailure::ResourceShortage,
             )) if Instant::now() + delay < deadline => {
+                conn.refused();
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(100));
+                delay = (delay * 2).min(OPEN_RETRY_MAX);
             }
             Err(e) if conn.is_closed() => {
                 return Err(Error::UpstreamUnreachable(format!(
@@ -179,9 +187,6 @@ async fn open_channel(conn: Arc<Connection>, deadline: Instant) -> Result<Channe
             }
         }
     }
-    Err(Error::UpstreamUnreachable(
-        "the server kept refusing new channels (MaxSessions?); nothing was sent".into(),
-    ))
 }
 
 /// Reads everything the channel says until the server closes it; `None` if the connection

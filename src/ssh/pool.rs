@@ -64,7 +64,9 @@ impl Connections {
         self.connect(asked, |live| live.first().cloned()).await
     }
 
-    /// A connection with room for one more slot, leased to the caller.
+    /// A connection with room for one more slot, leased to the caller. When every connection
+    /// is at its (learned) capacity and no more may be opened, the least loaded one is shared:
+    /// its channel opens then wait for the server to free one.
     async fn lease(&self) -> Result<Arc<Connection>, Error> {
         let asked = Instant::now();
         let conn = match self.with_room() {
@@ -78,11 +80,19 @@ impl Connections {
     fn with_room(&self) -> Option<Arc<Connection>> {
         self.live()
             .into_iter()
-            .find(|c| c.leases.load(Ordering::SeqCst) < self.per_connection)
+            .find(|c| c.leases.load(Ordering::SeqCst) < c.capacity())
+    }
+
+    fn least_loaded(&self) -> Result<Arc<Connection>, Error> {
+        self.live()
+            .into_iter()
+            .min_by_key(|c| c.leases.load(Ordering::SeqCst))
+            .ok_or_else(|| Error::UpstreamUnreachable("no live connection".into()))
     }
 
     /// Opens one connection, unless another caller's attempt already answered: `reuse` looks
-    /// for a connection made meanwhile, and a failure newer than `asked` is shared.
+    /// for a connection made meanwhile, and a failure newer than `asked` is shared. At
+    /// `max_connections`, the least loaded connection is shared instead.
     async fn connect(
         &self,
         asked: Instant,
@@ -96,11 +106,9 @@ impl Connections {
             return Err(err);
         }
         if self.live().len() >= self.max_connections {
-            return Err(Error::Internal(
-                "every connection is full; the pool is larger than its connections".into(),
-            ));
+            return self.least_loaded();
         }
-        match Connection::open(&self.endpoint).await {
+        match Connection::open(&self.endpoint, self.per_connection).await {
             Ok(conn) => {
                 self.metrics.connect("ok");
                 tracing::info!(target_addr = %self.endpoint.addr(), conn = conn.id, "SSH connection up");
