@@ -14,8 +14,9 @@ use crate::error::Error;
 use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
 use crate::ssh::conn::Endpoint;
+use crate::ssh::connections::Connections;
 use crate::ssh::exec::{self, Command, ExecError, Output};
-use crate::ssh::pool::{Connections, SlotPool};
+use crate::ssh::pool::SlotPool;
 
 /// What a finished remote command gives back, shared by cached copies.
 pub type CallResult = Result<Arc<Output>, Error>;
@@ -54,6 +55,7 @@ impl Target {
             endpoint,
             config.max_connections,
             config.channels_per_connection,
+            config.probe.interval.mul_f64(0.9),
             metrics.clone(),
         ));
         let pool = SlotPool::new(
@@ -124,20 +126,15 @@ impl Target {
     }
 
     /// A target known down with no connection up gets at most one bounded connect attempt,
-    /// not the verb's whole timeout; none when one failed within the last probe interval, so
-    /// a busy app cannot storm a sleeping laptop.
+    /// not the verb's whole timeout; none while the last attempt's back-off runs, so a busy
+    /// app cannot storm a sleeping laptop.
     async fn fail_fast(&self) -> Result<(), Error> {
         let connections = &self.pool.connections;
         if self.health.status() != Status::Down || !connections.live().is_empty() {
             return Ok(());
         }
-        let recent = Instant::now().checked_sub(self.config.probe.interval);
-        let attempt = match recent.and_then(|since| connections.failure_since(since)) {
-            Some(err) => Err(err),
-            None => connections.any().await.map(|_| ()),
-        };
-        match attempt {
-            Ok(()) => Ok(()),
+        match connections.any().await {
+            Ok(_) => Ok(()),
             Err(e @ (Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. })) => Err(e),
             Err(e) => Err(Error::UpstreamUnreachable(format!(
                 "target {} is down: {e}",

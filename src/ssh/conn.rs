@@ -13,6 +13,9 @@ use crate::config::{Credentials, TargetConfig};
 use crate::error::Error;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// First and longest pause before trying again a server that dropped the handshake.
+const DROPPED_RETRY_FIRST: Duration = Duration::from_millis(20);
+const DROPPED_RETRY_MAX: Duration = Duration::from_millis(400);
 
 /// What a connection attempt needs: where, as whom, and which host keys to trust.
 #[derive(Clone)]
@@ -74,16 +77,38 @@ pub struct Connection {
 
 impl Connection {
     /// Connects, checks the host key, logs in and makes one warm-up round trip, all within
-    /// the endpoint's connect_timeout.
+    /// the endpoint's connect_timeout. A server that drops the connection during the
+    /// handshake (sshd's MaxStartups) is tried again, with back-off, inside that bound.
     pub async fn open(endpoint: &Endpoint, capacity: usize) -> Result<Connection, Error> {
         let addr = endpoint.addr();
         let bound = endpoint.connect_timeout;
-        match tokio::time::timeout(bound, Self::handshake(endpoint, &addr, capacity)).await {
+        let dropped = Mutex::new(None);
+        let attempts = async {
+            let mut pause = DROPPED_RETRY_FIRST;
+            loop {
+                match Self::handshake(endpoint, &addr, capacity).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(Handshake::Failed(e)) => return Err(e),
+                    Err(Handshake::Dropped(e)) => {
+                        *dropped.lock().expect("poisoned") = Some(e);
+                        tokio::time::sleep(pause.mul_f64(rand::random_range(0.5..=1.0))).await;
+                        pause = (pause * 2).min(DROPPED_RETRY_MAX);
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(bound, attempts).await {
             Ok(result) => result,
-            Err(_) => Err(Error::UpstreamUnreachable(format!(
-                "no SSH session with {addr} within {bound:?} (connect_timeout): the remote \
-                 accepted nothing or stopped answering; it may be asleep or frozen"
-            ))),
+            Err(_) => Err(match dropped.lock().expect("poisoned").take() {
+                Some(e) => Error::UpstreamUnreachable(format!(
+                    "{e} again and again for {bound:?} (connect_timeout): the server is \
+                     refusing new connections (sshd MaxStartups?)"
+                )),
+                None => Error::UpstreamUnreachable(format!(
+                    "no SSH session with {addr} within {bound:?} (connect_timeout): the remote \
+                     accepted nothing or stopped answering; it may be asleep or frozen"
+                )),
+            }),
         }
     }
 
@@ -91,7 +116,7 @@ impl Connection {
         endpoint: &Endpoint,
         addr: &str,
         capacity: usize,
-    ) -> Result<Connection, Error> {
+    ) -> Result<Connection, Handshake> {
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
             .map_err(|e| {
@@ -127,10 +152,10 @@ impl Connection {
             .await
             .map_err(|e| lost_during_handshake(e, addr))?;
         if !auth.success() {
-            return Err(Error::UpstreamAuthFailed {
+            return Err(Handshake::Failed(Error::UpstreamAuthFailed {
                 addr: addr.to_string(),
                 user: endpoint.user.clone(),
-            });
+            }));
         }
         let conn = Connection {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -256,14 +281,27 @@ pub fn fingerprint(key: &russh::keys::PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
+/// Why a handshake did not give a connection.
+enum Handshake {
+    /// The server closed the connection before the handshake finished: worth another try.
+    Dropped(Error),
+    Failed(Error),
+}
+
+impl From<Error> for Handshake {
+    fn from(e: Error) -> Self {
+        Handshake::Failed(e)
+    }
+}
+
 fn handshake_error(
     e: russh::Error,
     addr: &str,
     endpoint: &Endpoint,
     received: &Mutex<Option<String>>,
-) -> Error {
+) -> Handshake {
     match received.lock().expect("poisoned").take() {
-        Some(received) => Error::HostKeyMismatch {
+        Some(received) => Handshake::Failed(Error::HostKeyMismatch {
             addr: addr.to_string(),
             expected: endpoint
                 .credentials
@@ -273,17 +311,24 @@ fn handshake_error(
                 .collect::<Vec<_>>()
                 .join(" or "),
             received,
-        },
-        None => lost_during_handshake(e, addr),
+        }),
+        None if closed_early(&e) => Handshake::Dropped(lost_during_handshake(e, addr)),
+        None => Handshake::Failed(lost_during_handshake(e, addr)),
     }
 }
 
+fn closed_early(e: &russh::Error) -> bool {
+    matches!(
+        e,
+        russh::Error::IO(_) | russh::Error::Disconnect | russh::Error::HUP
+    )
+}
+
 fn lost_during_handshake(e: russh::Error, addr: &str) -> Error {
-    let what = match e {
-        russh::Error::IO(_) | russh::Error::Disconnect | russh::Error::HUP => {
-            "the connection closed during the SSH handshake".to_string()
-        }
-        other => format!("the SSH handshake failed ({other}); is an SSH server listening there?"),
+    let what = if closed_early(&e) {
+        "the server closed the connection during the SSH handshake".to_string()
+    } else {
+        format!("the SSH handshake failed ({e}); is an SSH server listening there?")
     };
     Error::UpstreamUnreachable(format!("{addr}: {what}"))
 }

@@ -1,9 +1,9 @@
-//! The per-target pool. Its deadpool objects are channel slots bound to shared connections:
-//! up to `max_connections` connections, each carrying up to `channels_per_connection` slots.
-//! A dead connection's slots fail recycling and are replaced on a fresh connection.
+//! The per-target pool. Its deadpool objects are channel slots bound to shared connections
+//! (see [`super::connections`]): up to `max_connections` connections, each carrying up to
+//! its capacity of slots. A dead connection's slots fail recycling and are replaced.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool::managed::{
@@ -11,146 +11,10 @@ use deadpool::managed::{
 };
 use tokio::time::Instant;
 
-use super::conn::{Connection, Endpoint};
+use super::conn::Connection;
+use super::connections::Connections;
 use crate::error::Error;
 use crate::metrics::TargetMetrics;
-
-/// The live connections of one target, and the one place that opens new ones.
-pub struct Connections {
-    endpoint: Endpoint,
-    max_connections: usize,
-    per_connection: usize,
-    live: Mutex<Vec<Arc<Connection>>>,
-    /// Serialises connection attempts.
-    connecting: tokio::sync::Mutex<()>,
-    /// The last failed attempt: callers who queued behind it share its answer instead of
-    /// each waiting out their own, and a target known down does not storm the remote.
-    last_failure: Mutex<Option<(Instant, Error)>>,
-    metrics: TargetMetrics,
-}
-
-impl Connections {
-    pub fn new(
-        endpoint: Endpoint,
-        max_connections: usize,
-        per_connection: usize,
-        metrics: TargetMetrics,
-    ) -> Self {
-        Connections {
-            endpoint,
-            max_connections,
-            per_connection,
-            live: Mutex::new(Vec::new()),
-            connecting: tokio::sync::Mutex::new(()),
-            last_failure: Mutex::new(None),
-            metrics,
-        }
-    }
-
-    /// The live connections, pruning dead ones.
-    pub fn live(&self) -> Vec<Arc<Connection>> {
-        let mut live = self.live.lock().expect("poisoned");
-        live.retain(|c| !c.is_closed());
-        self.metrics.connections.set(live.len() as i64);
-        live.clone()
-    }
-
-    /// Any live connection, else a new one (for probes).
-    pub async fn any(&self) -> Result<Arc<Connection>, Error> {
-        let asked = Instant::now();
-        if let Some(conn) = self.live().into_iter().next() {
-            return Ok(conn);
-        }
-        self.connect(asked, |live| live.first().cloned()).await
-    }
-
-    /// A connection with room for one more slot, leased to the caller. When every connection
-    /// is at its (learned) capacity and no more may be opened, the least loaded one is shared:
-    /// its channel opens then wait for the server to free one.
-    async fn lease(&self) -> Result<Arc<Connection>, Error> {
-        let asked = Instant::now();
-        let conn = match self.with_room() {
-            Some(conn) => conn,
-            None => self.connect(asked, |_| self.with_room()).await?,
-        };
-        conn.leases.fetch_add(1, Ordering::SeqCst);
-        Ok(conn)
-    }
-
-    fn with_room(&self) -> Option<Arc<Connection>> {
-        self.live()
-            .into_iter()
-            .find(|c| c.leases.load(Ordering::SeqCst) < c.capacity())
-    }
-
-    fn least_loaded(&self) -> Result<Arc<Connection>, Error> {
-        self.live()
-            .into_iter()
-            .min_by_key(|c| c.leases.load(Ordering::SeqCst))
-            .ok_or_else(|| Error::UpstreamUnreachable("no live connection".into()))
-    }
-
-    /// Opens one connection, unless another caller's attempt already answered: `reuse` looks
-    /// for a connection made meanwhile, and a failure newer than `asked` is shared. At
-    /// `max_connections`, the least loaded connection is shared instead.
-    async fn connect(
-        &self,
-        asked: Instant,
-        reuse: impl Fn(&[Arc<Connection>]) -> Option<Arc<Connection>>,
-    ) -> Result<Arc<Connection>, Error> {
-        let _serial = self.connecting.lock().await;
-        if let Some(conn) = reuse(&self.live()) {
-            return Ok(conn);
-        }
-        if let Some(err) = self.failure_since(asked) {
-            return Err(err);
-        }
-        if self.live().len() >= self.max_connections {
-            return self.least_loaded();
-        }
-        match Connection::open(&self.endpoint, self.per_connection).await {
-            Ok(conn) => {
-                self.metrics.connect("ok");
-                tracing::info!(target_addr = %self.endpoint.addr(), conn = conn.id, "SSH connection up");
-                let conn = Arc::new(conn);
-                self.live.lock().expect("poisoned").push(conn.clone());
-                self.live();
-                *self.last_failure.lock().expect("poisoned") = None;
-                Ok(conn)
-            }
-            Err(err) => {
-                self.metrics.connect(err.code());
-                *self.last_failure.lock().expect("poisoned") = Some((Instant::now(), err.clone()));
-                Err(err)
-            }
-        }
-    }
-
-    /// The last connection failure if it happened at or after `since`.
-    pub fn failure_since(&self, since: Instant) -> Option<Error> {
-        match &*self.last_failure.lock().expect("poisoned") {
-            Some((at, err)) if *at >= since => Some(err.clone()),
-            _ => None,
-        }
-    }
-
-    /// Closes every connection politely (draining).
-    pub async fn close_all(&self) {
-        for conn in self.live() {
-            conn.close().await;
-        }
-    }
-
-    /// Drops a connection that stopped answering, so calls and probes stop using it.
-    pub async fn discard(&self, conn: &Arc<Connection>) {
-        self.live
-            .lock()
-            .expect("poisoned")
-            .retain(|c| !Arc::ptr_eq(c, conn));
-        self.live();
-        conn.close().await;
-    }
-}
 
 /// A channel slot: the right to open one channel on `conn`.
 pub struct Slot {

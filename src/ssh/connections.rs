@@ -1,0 +1,204 @@
+//! The live connections of one target, and the one place that opens new ones: attempts are
+//! serialised, a failure is shared with everyone who queued behind it, and while the remote
+//! stays away attempts back off with jitter (capped, so a returning remote is found fast).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::conn::{Connection, Endpoint};
+use crate::error::Error;
+use crate::metrics::TargetMetrics;
+
+/// The first pause after a failed attempt; it doubles up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+
+/// The live connections of one target.
+pub struct Connections {
+    endpoint: Endpoint,
+    max_connections: usize,
+    per_connection: usize,
+    /// Longest pause between attempts while the remote stays away.
+    backoff_cap: Duration,
+    live: Mutex<Vec<Arc<Connection>>>,
+    /// Serialises connection attempts.
+    connecting: tokio::sync::Mutex<()>,
+    last_failure: Mutex<Option<Failure>>,
+    metrics: TargetMetrics,
+}
+
+/// A failed attempt and the back-off it started.
+struct Failure {
+    at: Instant,
+    error: Error,
+    consecutive: u32,
+    retry_at: Instant,
+}
+
+impl Connections {
+    pub fn new(
+        endpoint: Endpoint,
+        max_connections: usize,
+        per_connection: usize,
+        backoff_cap: Duration,
+        metrics: TargetMetrics,
+    ) -> Self {
+        Connections {
+            endpoint,
+            max_connections,
+            per_connection,
+            backoff_cap,
+            live: Mutex::new(Vec::new()),
+            connecting: tokio::sync::Mutex::new(()),
+            last_failure: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// The live connections, pruning dead ones.
+    pub fn live(&self) -> Vec<Arc<Connection>> {
+        let mut live = self.live.lock().expect("poisoned");
+        live.retain(|c| !c.is_closed());
+        self.metrics.connections.set(live.len() as i64);
+        live.clone()
+    }
+
+    /// Any live connection, else a new one (for probes).
+    pub async fn any(&self) -> Result<Arc<Connection>, Error> {
+        let asked = Instant::now();
+        if let Some(conn) = self.live().into_iter().next() {
+            return Ok(conn);
+        }
+        self.connect(asked, |live| live.first().cloned()).await
+    }
+
+    /// A connection with room for one more slot, leased to the caller. When every connection
+    /// is at its (learned) capacity and no more may be opened, the least loaded one is shared:
+    /// its channel opens then wait for the server to free one.
+    pub async fn lease(&self) -> Result<Arc<Connection>, Error> {
+        let asked = Instant::now();
+        let conn = match self.with_room() {
+            Some(conn) => conn,
+            None => self.connect(asked, |_| self.with_room()).await?,
+        };
+        conn.leases.fetch_add(1, Ordering::SeqCst);
+        Ok(conn)
+    }
+
+    fn with_room(&self) -> Option<Arc<Connection>> {
+        self.live()
+            .into_iter()
+            .find(|c| c.leases.load(Ordering::SeqCst) < c.capacity())
+    }
+
+    fn least_loaded(&self) -> Result<Arc<Connection>, Error> {
+        self.live()
+            .into_iter()
+            .min_by_key(|c| c.leases.load(Ordering::SeqCst))
+            .ok_or_else(|| Error::UpstreamUnreachable("no live connection".into()))
+    }
+
+    /// Opens one connection, unless another caller's attempt already answered: `reuse` looks
+    /// for a connection made meanwhile, and a failure newer than `asked`, or one whose
+    /// back-off has not run out, is shared. At `max_connections`, the least loaded
+    /// connection is shared instead.
+    async fn connect(
+        &self,
+        asked: Instant,
+        reuse: impl Fn(&[Arc<Connection>]) -> Option<Arc<Connection>>,
+    ) -> Result<Arc<Connection>, Error> {
+        let _serial = self.connecting.lock().await;
+        if let Some(conn) = reuse(&self.live()) {
+            return Ok(conn);
+        }
+        if let Some(f) = &*self.last_failure.lock().expect("poisoned")
+            && (f.at >= asked || Instant::now() < f.retry_at)
+        {
+            return Err(f.error.clone());
+        }
+        if self.live().len() >= self.max_connections {
+            return self.least_loaded();
+        }
+        match Connection::open(&self.endpoint, self.per_connection).await {
+            Ok(conn) => {
+                self.metrics.connect("ok");
+                tracing::info!(target_addr = %self.endpoint.addr(), conn = conn.id, "SSH connection up");
+                let conn = Arc::new(conn);
+                self.live.lock().expect("poisoned").push(conn.clone());
+                self.live();
+                *self.last_failure.lock().expect("poisoned") = None;
+                Ok(conn)
+            }
+            Err(error) => {
+                self.metrics.connect(error.code());
+                self.record_failure(&error);
+                Err(error)
+            }
+        }
+    }
+
+    fn record_failure(&self, error: &Error) {
+        if matches!(
+            error,
+            Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. }
+        ) {
+            tracing::error!(target_addr = %self.endpoint.addr(), code = error.code(), error = %error, "SSH connection refused for security reasons");
+        } else {
+            tracing::debug!(target_addr = %self.endpoint.addr(), code = error.code(), error = %error, "SSH connection attempt failed");
+        }
+        let mut last = self.last_failure.lock().expect("poisoned");
+        let consecutive = last.as_ref().map_or(1, |f| f.consecutive + 1);
+        let now = Instant::now();
+        *last = Some(Failure {
+            at: now,
+            error: error.clone(),
+            consecutive,
+            retry_at: now + backoff(consecutive, self.backoff_cap),
+        });
+    }
+
+    /// Closes every connection politely (draining).
+    pub async fn close_all(&self) {
+        for conn in self.live() {
+            conn.close().await;
+        }
+    }
+
+    /// Drops a connection that stopped answering, so calls and probes stop using it.
+    pub async fn discard(&self, conn: &Arc<Connection>) {
+        self.live
+            .lock()
+            .expect("poisoned")
+            .retain(|c| !Arc::ptr_eq(c, conn));
+        self.live();
+        conn.close().await;
+    }
+}
+
+/// Exponential back-off from [`BACKOFF_FIRST`] up to `cap`, with jitter (75–100 %) so that
+/// several sidecars do not knock in step.
+fn backoff(consecutive: u32, cap: Duration) -> Duration {
+    let exp = BACKOFF_FIRST.saturating_mul(1 << consecutive.saturating_sub(1).min(16));
+    exp.min(cap).mul_f64(rand::random_range(0.75..=1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let cap = Duration::from_secs(2);
+        let first = backoff(1, cap);
+        assert!(
+            first >= Duration::from_millis(187) && first <= BACKOFF_FIRST,
+            "{first:?}"
+        );
+        for n in 4..40 {
+            let d = backoff(n, cap);
+            assert!(d >= cap.mul_f64(0.75) && d <= cap, "{n}: {d:?}");
+        }
+    }
+}
