@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http::{Body, json, respond, serve_connection};
+use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::state::Shared;
 use crate::status_page;
 
@@ -20,25 +20,16 @@ pub async fn serve(
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the admin port");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let serve = |stream| {
         let shared = shared.clone();
         let handler = move |req| {
             let shared = shared.clone();
             async move { route(&shared, req) }
         };
         serve_connection(stream, handler, &tracker, cancel.clone());
-    }
+    };
+    accept_loop("admin port", accept, serve, cancel.clone()).await;
 }
 
 fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {

@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 
 pub type Body = Full<Bytes>;
 
+/// Pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// A client that sends no complete request head within this time is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,6 +32,31 @@ pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Respo
         .header("cache-control", "no-store")
         .body(Full::new(body.into()))
         .expect("static headers are valid")
+}
+
+/// Accepts connections with `accept` and hands each to `serve` until `cancel` fires. A failed
+/// accept (say, out of file descriptors) is logged and retried after a short pause.
+pub async fn accept_loop<S, A, F>(
+    what: &str,
+    mut accept: A,
+    mut serve: impl FnMut(S),
+    cancel: CancellationToken,
+) where
+    A: FnMut() -> F,
+    F: Future<Output = std::io::Result<S>>,
+{
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = accept() => match accepted {
+                Ok(stream) => serve(stream),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the {what}");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            },
+        }
+    }
 }
 
 /// Serves one accepted connection with `handler` until it ends or `cancel` fires.

@@ -5,11 +5,10 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tether::cli::{call, check};
-use tether::config::{self, DEFAULT_SOCKET, LogFormat};
+use tether::config::{self, LogFormat};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
@@ -34,35 +33,9 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Run a verb on the remote through the sidecar, like `ssh host VERB ARG…`.
-    Call {
-        #[arg(long, env = "TETHER_SERVER__SOCKET", default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
-        #[arg(long)]
-        target: Option<String>,
-        /// The call's deadline, e.g. "30s" (capped by the verb's timeout).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        timeout: Option<Duration>,
-        /// Send this file (or "-" for standard input) as the command's stdin.
-        #[arg(long)]
-        stdin_file: Option<String>,
-        verb: String,
-        /// Arguments, passed as they are (`-rf` is an argument, not an option).
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    Call(call::CallArgs),
     /// Exit 0 when the remote is up, 1 when not, 2 when the sidecar does not answer.
-    Check {
-        #[arg(long, env = "TETHER_SERVER__SOCKET", default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
-        #[arg(long)]
-        target: Option<String>,
-        /// Poll until up or this long has passed, e.g. "30s".
-        #[arg(long, value_parser = humantime::parse_duration)]
-        wait: Option<Duration>,
-        /// Only ask whether the sidecar serves and is not draining (the container healthcheck).
-        #[arg(long, conflicts_with_all = ["target"])]
-        ready: bool,
-    },
+    Check(check::CheckArgs),
     /// Print the effective configuration as TOML, secrets redacted.
     Config {
         #[arg(long)]
@@ -79,39 +52,8 @@ fn main() -> ExitCode {
     runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
-            Command::Call {
-                socket,
-                target,
-                timeout,
-                stdin_file,
-                verb,
-                args,
-            } => {
-                let code = call::run(call::CallArgs {
-                    socket,
-                    target,
-                    timeout,
-                    stdin_file,
-                    verb,
-                    args,
-                })
-                .await;
-                ExitCode::from(code as u8)
-            }
-            Command::Check {
-                socket,
-                target,
-                wait,
-                ready,
-            } => ExitCode::from(
-                check::run(check::CheckArgs {
-                    socket,
-                    target,
-                    wait,
-                    ready,
-                })
-                .await as u8,
-            ),
+            Command::Call(args) => ExitCode::from(call::run(args).await as u8),
+            Command::Check(args) => ExitCode::from(check::run(args).await as u8),
             Command::Config { config } => show_config(config),
         }
     })

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
-use crate::http::{Body, json, respond, serve_connection};
+use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::state::Shared;
 use crate::target::{Call, CallResult};
 use crate::validation::command_line;
@@ -63,25 +63,16 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// Accepts RPC connections until `cancel` fires.
+/// Accepts RPC connections until `cancel` fires. Callers outside `server.allowed_uids`
+/// (SO_PEERCRED) get `forbidden` for every request.
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the RPC socket");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let serve = |stream: tokio::net::UnixStream| {
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
         let allowed = shared.server.allowed_uids.is_empty()
             || uid.is_some_and(|uid| shared.server.allowed_uids.contains(&uid));
@@ -96,7 +87,8 @@ pub async fn serve(
             }
         };
         serve_connection(stream, handler, &tracker, cancel.clone());
-    }
+    };
+    accept_loop("RPC socket", accept, serve, cancel.clone()).await;
 }
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {

@@ -125,14 +125,7 @@ fn a_full_pool_answers_busy_after_queue_timeout() {
         .set("targets.laptop.channels_per_connection", 1)
         .set("targets.laptop.queue_timeout", "300ms")
         .spawn();
-    let socket = tether.socket_path().to_path_buf();
-    let long = std::thread::spawn(move || {
-        http::post_json(
-            &socket,
-            "/v1/call",
-            &json!({"verb": "sleep", "args": ["2"]}),
-        )
-    });
+    let long = tether.call_in_background(json!({"verb": "sleep", "args": ["2"]}));
     assert!(common::wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &[])
         == 1));
@@ -233,14 +226,7 @@ fn connection_lost_mid_turn_is_not_retryable_and_the_turn_ran_once() {
         .test_verbs()
         .merge("[verbs.sleep]\ntimeout = \"20s\"\nidempotent = false\n")
         .spawn();
-    let socket = tether.socket_path().to_path_buf();
-    let call = std::thread::spawn(move || {
-        http::post_json(
-            &socket,
-            "/v1/call",
-            &json!({"verb": "sleep", "args": ["5"]}),
-        )
-    });
+    let call = tether.call_in_background(json!({"verb": "sleep", "args": ["5"]}));
     assert!(common::wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &[])
         == 1));

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::http;
 use common::sshd::Sshd;
 use common::tether::TetherConfig;
 use nix::sys::signal::Signal;
@@ -15,17 +14,7 @@ use serde_json::json;
 fn sigterm_lets_a_turn_finish_refuses_new_calls_and_exits_cleanly() {
     let sshd = Sshd::start();
     let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
-    let socket = tether.socket_path().to_path_buf();
-    let in_flight = {
-        let socket = socket.clone();
-        std::thread::spawn(move || {
-            http::post_json(
-                &socket,
-                "/v1/call",
-                &json!({"verb": "sleep", "args": ["1"]}),
-            )
-        })
-    };
+    let in_flight = tether.call_in_background(json!({"verb": "sleep", "args": ["1"]}));
     assert!(common::wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &[])
         == 1));
@@ -52,7 +41,7 @@ fn sigterm_lets_a_turn_finish_refuses_new_calls_and_exits_cleanly() {
         .wait_exit(Duration::from_secs(10))
         .expect("exits after the drain");
     assert_eq!(exit.code(), Some(0), "{}", tether.logs());
-    assert!(!socket.exists(), "the socket file is removed");
+    assert!(!tether.socket_path().exists(), "the socket file is removed");
     assert_eq!(sshd.count("reset", &[]), 0);
 }
 
@@ -63,14 +52,7 @@ fn past_the_grace_period_calls_answer_shutting_down_not_silence() {
         .test_verbs()
         .set("server.shutdown_grace", "300ms")
         .spawn();
-    let socket = tether.socket_path().to_path_buf();
-    let in_flight = std::thread::spawn(move || {
-        http::post_json(
-            &socket,
-            "/v1/call",
-            &json!({"verb": "sleep", "args": ["10"]}),
-        )
-    });
+    let in_flight = tether.call_in_background(json!({"verb": "sleep", "args": ["10"]}));
     assert!(common::wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &[])
         == 1));
@@ -95,14 +77,7 @@ fn past_the_grace_period_calls_answer_shutting_down_not_silence() {
 fn a_second_signal_exits_at_once() {
     let sshd = Sshd::start();
     let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
-    let socket = tether.socket_path().to_path_buf();
-    let _in_flight = std::thread::spawn(move || {
-        http::post_json(
-            &socket,
-            "/v1/call",
-            &json!({"verb": "sleep", "args": ["10"]}),
-        )
-    });
+    let _in_flight = tether.call_in_background(json!({"verb": "sleep", "args": ["10"]}));
     assert!(common::wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &[])
         == 1));

@@ -10,6 +10,7 @@ use base64::Engine;
 use hyper::Method;
 
 use super::client::request;
+use crate::config::DEFAULT_SOCKET;
 
 /// What ssh exits with when it, not the remote command, failed.
 pub const TETHER_FAILED: i32 = 255;
@@ -18,12 +19,22 @@ const CLIENT_SLACK: Duration = Duration::from_secs(5);
 /// Longest any call may take when no --timeout is given (the server caps it per verb).
 const NO_TIMEOUT_BOUND: Duration = Duration::from_secs(24 * 3600);
 
+/// `tether call [--socket S] [--target T] [--timeout D] [--stdin-file F|-] VERB [ARG…]`
+#[derive(clap::Args)]
 pub struct CallArgs {
+    #[arg(long, env = "TETHER_SERVER__SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    #[arg(long)]
     pub target: Option<String>,
+    /// The call's deadline, e.g. "30s" (capped by the verb's timeout).
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+    /// Send this file (or "-" for standard input) as the command's stdin.
+    #[arg(long)]
     pub stdin_file: Option<String>,
     pub verb: String,
+    /// Arguments, passed as they are (`-rf` is an argument, not an option).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 

@@ -9,16 +9,25 @@ use hyper::Method;
 use tokio::time::Instant;
 
 use super::client::request;
+use crate::config::DEFAULT_SOCKET;
 
 /// How long one health request may take.
 const REQUEST_BOUND: Duration = Duration::from_secs(2);
 /// Pause between polls with `--wait`.
 const POLL: Duration = Duration::from_millis(250);
 
+/// `tether check [--socket S] [--target T] [--wait D]` or `tether check --ready`
+#[derive(clap::Args)]
 pub struct CheckArgs {
+    #[arg(long, env = "TETHER_SERVER__SOCKET", default_value = DEFAULT_SOCKET)]
     pub socket: PathBuf,
+    #[arg(long)]
     pub target: Option<String>,
+    /// Poll until up or this long has passed, e.g. "30s".
+    #[arg(long, value_parser = humantime::parse_duration)]
     pub wait: Option<Duration>,
+    /// Only ask whether the sidecar serves and is not draining (the container healthcheck).
+    #[arg(long, conflicts_with_all = ["target"])]
     pub ready: bool,
 }
 

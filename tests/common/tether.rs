@@ -311,6 +311,12 @@ impl Tether {
         http::post_json(&self.socket, "/v1/call", body)
     }
 
+    /// `POST /v1/call` from another thread; join the handle for the answer.
+    pub fn call_in_background(&self, body: Value) -> std::thread::JoinHandle<(u16, Value)> {
+        let socket = self.socket.clone();
+        std::thread::spawn(move || http::post_json(&socket, "/v1/call", &body))
+    }
+
     /// `GET path` on the admin listener; panics when admin is disabled.
     pub fn admin_get(&self, path: &str) -> http::Response {
         let addr = self.admin_addr().expect("admin listener disabled");
