@@ -6,15 +6,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::sshd::Sshd;
-use common::tether::TetherConfig;
+use common::tether::{Tether, TetherConfig};
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-#[test]
-fn sigterm_lets_a_turn_finish_refuses_new_calls_and_exits_cleanly() {
-    let sshd = Sshd::start();
-    let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
-    let in_flight = tether.call_in_background(json!({"verb": "sleep", "args": ["1"]}));
+/// Waits until the background `sleep` runs on the laptop, then sends SIGTERM and waits until
+/// tether says it is draining.
+fn sigterm_once_sleeping(sshd: &Sshd, tether: &Tether) {
     assert!(common::wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &[])
         == 1));
@@ -23,6 +21,14 @@ fn sigterm_lets_a_turn_finish_refuses_new_calls_and_exits_cleanly() {
         .admin_get("/readyz")
         .status
         == 503));
+}
+
+#[test]
+fn sigterm_lets_a_turn_finish_refuses_new_calls_and_exits_cleanly() {
+    let sshd = Sshd::start();
+    let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    let in_flight = tether.call_in_background(json!({"verb": "sleep", "args": ["1"]}));
+    sigterm_once_sleeping(&sshd, &tether);
     let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -78,14 +84,7 @@ fn a_second_signal_exits_at_once() {
     let sshd = Sshd::start();
     let mut tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
     let _in_flight = tether.call_in_background(json!({"verb": "sleep", "args": ["10"]}));
-    assert!(common::wait_until(Duration::from_secs(5), || sshd
-        .count("sleep", &[])
-        == 1));
-    tether.signal(Signal::SIGTERM);
-    assert!(common::wait_until(Duration::from_secs(2), || tether
-        .admin_get("/readyz")
-        .status
-        == 503));
+    sigterm_once_sleeping(&sshd, &tether);
     let started = Instant::now();
     tether.signal(Signal::SIGINT);
     let exit = tether
