@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tether::cli::{call, check};
-use tether::config::{self, DEFAULT_SOCKET, LogFormat};
+use tether::config::{self, DEFAULT_ADMIN_ADDR, DEFAULT_SOCKET, LogFormat};
 
 /// sysexits' EX_CONFIG: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
@@ -65,6 +65,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Try tether with nothing else: a throwaway SSH server with a built-in shim on
+    /// loopback, and the real sidecar in front of it. Prints commands to paste.
+    Demo {
+        /// The RPC socket (default: tether.sock in a fresh temporary directory).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The admin server (status page, metrics); port 0 picks a free port, "" disables.
+        #[arg(long, default_value = DEFAULT_ADMIN_ADDR)]
+        admin_addr: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -110,6 +120,7 @@ fn main() -> ExitCode {
                 .await as u8,
             ),
             Command::Config { config } => show_config(config),
+            Command::Demo { socket, admin_addr } => demo(socket, admin_addr).await,
         }
     })
 }
@@ -133,6 +144,19 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tether could not start");
+            eprintln!("tether: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(socket: Option<PathBuf>, admin_addr: String) -> ExitCode {
+    // The demo is read by a person, not a log pipeline.
+    init_logging(LogFormat::Text);
+    let args = tether::demo::DemoArgs { socket, admin_addr };
+    match tether::demo::run(args, tether::shutdown::first_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("tether: {e}");
             ExitCode::FAILURE
         }
