@@ -13,12 +13,14 @@
 //! - [`http`], [`rpc`], [`admin`], [`status_page`]: the Unix-socket RPC and the admin port.
 //! - [`state`]: what the servers share, and the drain flags.
 //! - [`shutdown`]: signals; [`cli`]: the `call`, `check` and `config` commands.
+//! - [`demo`]: `tether demo`, a loopback SSH server with a built-in shim behind the real sidecar.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -41,6 +41,9 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Try tether with nothing else: a throwaway SSH server with a built-in shim on
+    /// loopback, and the real sidecar in front of it. Prints commands to paste.
+    Demo(tether::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Call(args) => ExitCode::from(call::run(args).await as u8),
             Command::Check(args) => ExitCode::from(check::run(args).await as u8),
             Command::Config { config } => show_config(config),
+            Command::Demo(args) => demo(args).await,
         }
     })
 }
@@ -76,6 +80,18 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "tether could not start");
+            eprintln!("tether: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(args: tether::demo::DemoArgs) -> ExitCode {
+    // The demo is read by a person, not a log pipeline.
+    init_logging(LogFormat::Text);
+    match tether::demo::run(args, tether::shutdown::first_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("tether: {e}");
             ExitCode::FAILURE
         }

@@ -1,0 +1,111 @@
+//! What `tether demo` prints on stdout once its socket listens: where things are, and
+//! commands ready to paste (curl on the socket, `tether call`, the admin URLs).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use tokio_util::sync::CancellationToken;
+
+use super::SESSION;
+
+/// The example turn's message: not ASCII, to show it round-trips through base64 intact.
+const MESSAGE: &str = "Grüß dich, tether!";
+/// How long to wait for the socket before printing anyway.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+
+/// The instructions for one demo run.
+pub struct Banner {
+    socket: PathBuf,
+    admin_addr: String,
+}
+
+impl Banner {
+    pub fn new(socket: &Path, admin_addr: &str) -> Self {
+        Banner {
+            socket: socket.to_path_buf(),
+            admin_addr: admin_addr.to_string(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let sock = sh_quote(&self.socket.to_string_lossy());
+        let tether = std::env::current_exe()
+            .map(|p| sh_quote(&p.to_string_lossy()))
+            .unwrap_or_else(|_| "tether".into());
+        let turn = uuid::Uuid::new_v4();
+        let msg = base64::engine::general_purpose::STANDARD.encode(MESSAGE);
+        let body = format!(r#"{{"verb":"run-turn","args":["{SESSION}","{turn}","{msg}"]}}"#);
+        let mut out = format!(
+            "\n\
+             tether demo is running: a throwaway SSH server with a built-in shim on loopback,\n\
+             and the real sidecar in front of it. Ctrl-C stops it.\n\
+             \n\
+             \x20 socket   {sock}\n\
+             \n\
+             A turn over the socket (the message is base64 of \"{MESSAGE}\"):\n\
+             \x20 curl -s --unix-socket {sock} http://tether/v1/call -d '{body}'\n\
+             \n\
+             The same through the CLI, which stands in for `ssh laptop run-turn …`:\n\
+             \x20 {tether} call --socket {sock} run-turn {SESSION} {turn} {msg}\n\
+             \x20 {tether} call --socket {sock} health {SESSION}\n\
+             \n\
+             Health, from the cache (never touches the network):\n\
+             \x20 curl -s --unix-socket {sock} http://tether/v1/health\n"
+        );
+        if !self.admin_addr.is_empty() {
+            let admin = &self.admin_addr;
+            out.push_str(&format!(
+                "\n\
+                 Status page  http://{admin}/\n\
+                 Metrics      http://{admin}/metrics\n\
+                 Health       http://{admin}/v1/health\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Prints the banner once the socket accepts connections (or after [`LISTEN_WAIT`] anyway),
+/// unless the demo stops first.
+pub async fn print_when_listening(banner: Banner, cancel: CancellationToken) {
+    let wait = async {
+        let give_up = tokio::time::Instant::now() + LISTEN_WAIT;
+        while tokio::net::UnixStream::connect(&banner.socket)
+            .await
+            .is_err()
+            && tokio::time::Instant::now() < give_up
+        {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = wait => println!("{}", banner.render()),
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+fn sh_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,=@%".contains(&b));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_only_when_needed() {
+        assert_eq!(sh_quote("/tmp/x/t.sock"), "/tmp/x/t.sock");
+        assert_eq!(sh_quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+}

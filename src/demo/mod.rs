@@ -1,0 +1,148 @@
+//! `tether demo`: the real sidecar doing its real job, with no laptop needed.
+//!
+//! One process runs a throwaway SSH server on a loopback port ([`server`], with the built-in
+//! [`shim`]) and, in front of it, the same code path as `tether serve` ([`crate::run`]), pinned
+//! to that server's host key. Both keys are generated at start and live only in memory.
+//! Once the socket listens, [`banner`] prints commands ready to paste.
+
+mod banner;
+mod server;
+pub mod shim;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use russh::keys::ssh_key::LineEnding;
+use russh::keys::{Algorithm, PrivateKey};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::StartError;
+use crate::config::{self, Config, LogFormat, ProbeConfig, Secret, TargetConfig};
+
+/// The demo's one target.
+pub const TARGET: &str = "demo";
+/// The session name the examples and the shim probe use.
+pub const SESSION: &str = "demo-session";
+/// The user tether logs in as (the demo server accepts any user with the demo key).
+const USER: &str = "demo";
+/// How long the demo's own tasks (the SSH server) get to stop after the sidecar has.
+const STOP_FLUSH: Duration = Duration::from_secs(3);
+
+/// `tether demo [--socket PATH] [--admin-addr ADDR]`
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// The RPC socket (default: tether.sock in a fresh temporary directory).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The admin server (status page, metrics); port 0 picks a free port, "" disables.
+    #[arg(long, default_value = crate::config::DEFAULT_ADMIN_ADDR)]
+    pub admin_addr: String,
+}
+
+/// Runs the demo until `shutdown` resolves, then drains like `tether serve`.
+pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let host_key = fresh_key()?;
+    let client_key = fresh_key()?;
+    let tracker = TaskTracker::new();
+    let cancel = CancellationToken::new();
+    let ssh = server::start(
+        host_key.clone(),
+        client_key.public_key().clone(),
+        &tracker,
+        cancel.clone(),
+    )
+    .await
+    .map_err(|e| StartError(format!("demo SSH server: cannot listen on 127.0.0.1: {e}")))?;
+    let (socket, made_dir) = match args.socket {
+        Some(path) => (path, None),
+        None => {
+            let dir = fresh_dir()?;
+            (dir.join("tether.sock"), Some(dir))
+        }
+    };
+    let admin_addr = resolve_port_zero(&args.admin_addr)?;
+    let config = demo_config(ssh, &host_key, &client_key, &socket, &admin_addr)?;
+    let loaded = config::validate(config)
+        .map_err(|e| StartError(format!("the demo's config is invalid (a bug): {e}")))?;
+    tracing::info!(ssh = %ssh, "demo SSH server listening (ephemeral keys, built-in shim)");
+    let page = banner::Banner::new(&socket, &admin_addr);
+    tracker.spawn(banner::print_when_listening(page, cancel.clone()));
+
+    let result = crate::run(loaded, shutdown).await;
+
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(STOP_FLUSH, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the demo SSH server did not stop in time");
+    }
+    if let Some(dir) = made_dir {
+        let _ = std::fs::remove_dir(dir);
+    }
+    result
+}
+
+fn fresh_key() -> Result<PrivateKey, StartError> {
+    PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
+        .map_err(|e| StartError(format!("cannot generate an ed25519 key: {e}")))
+}
+
+/// A new private directory under the system's temp dir, for the socket.
+fn fresh_dir() -> Result<PathBuf, StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = std::env::temp_dir().join(format!("tether-demo-{}", &id[..8]));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| StartError(format!("cannot create {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Port 0 becomes a free port now, so the printed URLs are the real ones.
+fn resolve_port_zero(addr: &str) -> Result<String, StartError> {
+    match addr.parse::<SocketAddr>() {
+        Ok(parsed) if parsed.port() == 0 => std::net::TcpListener::bind(parsed)
+            .and_then(|l| l.local_addr())
+            .map(|a| a.to_string())
+            .map_err(|e| StartError(format!("cannot find a free port on {addr}: {e}"))),
+        // Anything else (including "" and nonsense) is for validation to judge.
+        _ => Ok(addr.to_string()),
+    }
+}
+
+/// The config `tether serve` would load for this setup: one target, the seed verbs.
+fn demo_config(
+    ssh: SocketAddr,
+    host_key: &PrivateKey,
+    client_key: &PrivateKey,
+    socket: &Path,
+    admin_addr: &str,
+) -> Result<Config, StartError> {
+    let keygen = |e: russh::keys::ssh_key::Error| StartError(format!("demo keys: {e}"));
+    let host_line = host_key.public_key().to_openssh().map_err(keygen)?;
+    let private_key = client_key.to_openssh(LineEnding::LF).map_err(keygen)?;
+    let target = TargetConfig {
+        host: ssh.ip().to_string(),
+        port: ssh.port(),
+        user: USER.into(),
+        private_key: Some(Secret::new(private_key.as_str())),
+        known_hosts: Some(format!("[{}]:{} {host_line}", ssh.ip(), ssh.port())),
+        probe: ProbeConfig {
+            shim_args: vec![SESSION.into()],
+            ..ProbeConfig::default()
+        },
+        ..TargetConfig::default()
+    };
+    let mut config = Config::default();
+    config.server.socket = socket.to_path_buf();
+    config.server.admin_addr = admin_addr.to_string();
+    config.server.log_format = LogFormat::Text;
+    config.targets.insert(TARGET.into(), target);
+    Ok(config)
+}

@@ -1,0 +1,487 @@
+//! The demo's SSH server (russh's server side) on a loopback port. It behaves like the
+//! laptop's `authorized_keys` line with a forced command: one client key only, session
+//! channels only, exec requests only (no pty, shell, subsystem, env or forwarding), each run
+//! through the built-in [`shim`](super::shim).
+//!
+//! A command runs once the client has sent EOF on its stdin (tether always does); its output,
+//! exit status, EOF and close go back through the session [`Handle`] from a tracked task, so
+//! one connection serves many channels at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::keys::{PrivateKey, PublicKey};
+use russh::server::{
+    Auth, Config, Handle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
+use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::shim;
+
+/// Channels one connection may have open at once (OpenSSH's MaxSessions is 10).
+const MAX_CHANNELS: usize = 64;
+/// Stdin kept per command; the seed verbs take none, so this only bounds memory.
+const MAX_STDIN: usize = 1 << 20;
+/// How long a session gets to say goodbye when the server stops.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
+
+/// Binds 127.0.0.1 on a free port and serves SSH there until `cancel` fires. Only
+/// `client_key` may log in (as any user); the server presents `host_key`.
+pub async fn start(
+    host_key: PrivateKey,
+    client_key: PublicKey,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let config = Arc::new(Config {
+        keys: vec![host_key],
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        nodelay: true,
+        auth_rejection_time: Duration::from_millis(200),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        // tether owns the connection's life; it sends keepalives and closes politely.
+        inactivity_timeout: None,
+        ..Default::default()
+    });
+    let accept = accept_loop(
+        listener,
+        config,
+        Arc::new(client_key),
+        tracker.clone(),
+        cancel,
+    );
+    tracker.spawn(accept.instrument(tracing::info_span!("demo_sshd", %addr)));
+    Ok(addr)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<Config>,
+    client_key: Arc<PublicKey>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "demo SSH server: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let handler = Connection {
+            client_key: client_key.clone(),
+            channels: HashMap::new(),
+            tracker: tracker.clone(),
+            cancel: cancel.clone(),
+        };
+        let session = serve(config.clone(), tcp, handler, cancel.clone());
+        tracker.spawn(session.instrument(tracing::debug_span!("demo_ssh_session", %peer)));
+    }
+}
+
+/// Runs one SSH session until the client leaves or the server stops.
+async fn serve(
+    config: Arc<Config>,
+    tcp: TcpStream,
+    handler: Connection,
+    cancel: CancellationToken,
+) {
+    let _ = tcp.set_nodelay(true);
+    // The handshake waits for the client's banner: do not let a silent peer outlive shutdown.
+    let session = tokio::select! {
+        _ = cancel.cancelled() => return,
+        started = russh::server::run_stream(config, tcp, handler) => match started {
+            Ok(session) => session,
+            Err(e) => {
+                tracing::debug!(error = %e, "demo SSH session did not start");
+                return;
+            }
+        },
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    tokio::select! {
+        ended = &mut session => {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "demo SSH session ended");
+            }
+        }
+        _ = cancel.cancelled() => {
+            let _ = handle
+                .disconnect(russh::Disconnect::ByApplication, "demo server stopping".into(), "en".into())
+                .await;
+            let _ = tokio::time::timeout(DISCONNECT_GRACE, session).await;
+        }
+    }
+}
+
+/// One client connection: its login check and the channels it has open.
+struct Connection {
+    client_key: Arc<PublicKey>,
+    channels: HashMap<ChannelId, Pending>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+/// A session channel waiting for its exec request and the end of its stdin.
+#[derive(Default)]
+struct Pending {
+    command: Option<String>,
+    stdin: Vec<u8>,
+    eof: bool,
+    started: bool,
+}
+
+impl Connection {
+    fn is_ours(&self, key: &PublicKey) -> Auth {
+        // Compare key data only: PublicKey equality also compares the comment.
+        if key.key_data() == self.client_key.key_data() {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        }
+    }
+
+    /// Starts the command once both the exec request and the stdin EOF have arrived.
+    fn maybe_start(&mut self, channel: ChannelId, session: &Session) {
+        let Some(p) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        if p.started || !p.eof {
+            return;
+        }
+        let Some(line) = p.command.clone() else {
+            return;
+        };
+        p.started = true;
+        let stdin = std::mem::take(&mut p.stdin);
+        let handle = session.handle();
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = execute(handle, channel, line, stdin) => {}
+            }
+        });
+    }
+
+    /// Answers a channel request the demo does not support.
+    fn refuse(
+        &self,
+        channel: ChannelId,
+        what: &str,
+        session: &mut Session,
+    ) -> Result<(), russh::Error> {
+        tracing::debug!(?channel, "demo SSH server refused a {what} request");
+        session.channel_failure(channel)
+    }
+}
+
+/// Runs the shim and sends what it produced, like a process exiting: output, exit status,
+/// EOF, close. Errors mean the client went away; there is nobody left to tell.
+async fn execute(handle: Handle, channel: ChannelId, line: String, stdin: Vec<u8>) {
+    let out = shim::run(&line, &stdin);
+    let verb = line.split_whitespace().next().unwrap_or_default();
+    tracing::debug!(verb, status = out.status, "demo shim ran");
+    if !out.stdout.is_empty() && handle.data(channel, out.stdout).await.is_err() {
+        return;
+    }
+    if !out.stderr.is_empty() && handle.extended_data(channel, 1, out.stderr).await.is_err() {
+        return;
+    }
+    let _ = handle.exit_status_request(channel, out.status).await;
+    let _ = handle.eof(channel).await;
+    let _ = handle.close(channel).await;
+}
+
+impl Handler for Connection {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.is_ours(offer.public_key))
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.is_ours(key.public_key))
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: russh::server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.channels.len() >= MAX_CHANNELS {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        }
+        // Everything arrives through the handler callbacks; the Channel object is not needed.
+        self.channels.insert(channel.id(), Pending::default());
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(p) = self
+            .channels
+            .get_mut(&channel)
+            .filter(|p| p.command.is_none())
+        else {
+            return self.refuse(channel, "second exec", session);
+        };
+        p.command = Some(String::from_utf8_lossy(data).into_owned());
+        session.channel_success(channel)?;
+        self.maybe_start(channel, session);
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(p) = self.channels.get_mut(&channel) {
+            let room = MAX_STDIN.saturating_sub(p.stdin.len());
+            p.stdin.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if let Some(p) = self.channels.get_mut(&channel) {
+            p.eof = true;
+        }
+        self.maybe_start(channel, session);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(channel, "pty", session)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(channel, "shell", session)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(channel, "subsystem", session)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(channel, "env", session)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _protocol: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(channel, "x11", session)
+    }
+
+    async fn agent_request(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        // russh itself answers failure when this returns false.
+        tracing::debug!(
+            ?channel,
+            "demo SSH server refused an agent forwarding request"
+        );
+        Ok(false)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse(channel, "window-change", session)
+    }
+    // Channel types other than "session" (direct-tcpip, x11, forwarded…) are refused by
+    // russh's defaults, which drop the open handle; tcpip-forward requests answer failure.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh::ChannelMsg;
+    use russh::client;
+    use russh::keys::{Algorithm, PrivateKeyWithHashAlg};
+
+    struct AnyHost;
+
+    impl client::Handler for AnyHost {
+        type Error = russh::Error;
+
+        async fn check_server_key(
+            &mut self,
+            _key: &russh::keys::PublicKeyOrCertificate,
+        ) -> Result<bool, Self::Error> {
+            Ok(true)
+        }
+    }
+
+    fn key() -> PrivateKey {
+        PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519).unwrap()
+    }
+
+    async fn login(addr: SocketAddr, key: PrivateKey) -> (client::Handle<AnyHost>, bool) {
+        let config = Arc::new(client::Config::default());
+        let mut handle = client::connect(config, addr, AnyHost).await.unwrap();
+        let auth = handle
+            .authenticate_publickey("demo", PrivateKeyWithHashAlg::new(Arc::new(key), None))
+            .await
+            .unwrap();
+        (handle, auth.success())
+    }
+
+    /// Everything the server says on a channel until it closes it.
+    async fn drain(channel: &mut Channel<client::Msg>) -> Vec<ChannelMsg> {
+        let mut seen = Vec::new();
+        while let Some(msg) = channel.wait().await {
+            let close = matches!(msg, ChannelMsg::Close);
+            seen.push(msg);
+            if close {
+                break;
+            }
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn only_our_key_and_only_exec() {
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let ours = key();
+        let addr = start(key(), ours.public_key().clone(), &tracker, cancel.clone())
+            .await
+            .unwrap();
+
+        let (_, accepted) = login(addr, key()).await;
+        assert!(!accepted, "a stranger's key got in");
+        let (handle, accepted) = login(addr, ours).await;
+        assert!(accepted);
+
+        let refused = handle
+            .channel_open_direct_tcpip("127.0.0.1", 22, "127.0.0.1", 1)
+            .await;
+        assert!(refused.is_err(), "port forwarding was allowed");
+        let mut channel = handle.channel_open_session().await.unwrap();
+        channel
+            .request_pty(true, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .unwrap();
+        assert!(matches!(channel.wait().await, Some(ChannelMsg::Failure)));
+        channel.request_shell(true).await.unwrap();
+        assert!(matches!(channel.wait().await, Some(ChannelMsg::Failure)));
+
+        channel.exec(true, "reset s1").await.unwrap();
+        channel.eof().await.unwrap();
+        let seen = drain(&mut channel).await;
+        assert!(matches!(seen[0], ChannelMsg::Success), "{seen:?}");
+        assert!(
+            matches!(&seen[1], ChannelMsg::Data { data } if &data[..] == b"reset s1\n"),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|m| matches!(m, ChannelMsg::ExitStatus { exit_status: 0 })),
+            "{seen:?}"
+        );
+
+        let mut unknown = handle.channel_open_session().await.unwrap();
+        unknown.exec(true, "rm -rf /").await.unwrap();
+        unknown.eof().await.unwrap();
+        let seen = drain(&mut unknown).await;
+        assert!(
+            seen.iter().any(|m| matches!(m, ChannelMsg::ExtendedData { ext: 1, data } if data.starts_with(b"unknown verb"))),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|m| matches!(m, ChannelMsg::ExitStatus { exit_status: 2 })),
+            "{seen:?}"
+        );
+
+        cancel.cancel();
+        tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+            .await
+            .expect("the demo server stops on cancel");
+    }
+}
