@@ -16,7 +16,8 @@ fn spawn(sshd: &Sshd) -> Tether {
         .set("targets.laptop.probe.interval", "200ms")
         .set("targets.laptop.probe.timeout", "500ms")
         .set("targets.laptop.connect_timeout", "500ms")
-        .set("targets.laptop.probe.shim_interval", "1h")
+        // About the transport: no shim probe, which could time out on a loaded machine.
+        .set("targets.laptop.probe.shim_verb", "")
         .spawn()
 }
 

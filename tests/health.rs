@@ -97,8 +97,6 @@ fn health_has_every_spec_field_with_real_values_on_socket_and_admin() {
     let tether = fast(&sshd)
         .set(&format!("{T}.max_connections"), 3_i64)
         .set(&format!("{T}.channels_per_connection"), 5_i64)
-        .set(&format!("{T}.probe.timeout"), "500ms")
-        .set(&format!("{T}.connect_timeout"), "500ms")
         .spawn();
     wait_for(&tether, Duration::from_secs(10), |t| {
         t["status"] == "up" && t["shim"].is_object()
@@ -142,7 +140,11 @@ fn health_has_every_spec_field_with_real_values_on_socket_and_admin() {
         .map(String::as_str)
         .collect();
     assert_eq!(keys, ["at", "code", "message"], "{err}");
-    assert_eq!(err["code"], "upstream_unreachable", "{err}");
+    // The first failure is the live connection dying under a ping, or the reconnect refused.
+    assert!(
+        ["connection_lost", "upstream_unreachable"].contains(&err["code"].as_str().unwrap()),
+        "{err}"
+    );
     assert!(!err["message"].as_str().unwrap().is_empty(), "{err}");
     assert_recent_rfc3339(&err["at"]);
     assert_eq!(t["transport"]["ok"], false, "{t:#}");

@@ -18,8 +18,6 @@ use serde_json::json;
 fn spawn(sshd: &Sshd) -> Tether {
     TetherConfig::for_sshd(sshd)
         .set("targets.laptop.probe.interval", "200ms")
-        .set("targets.laptop.probe.timeout", "500ms")
-        .set("targets.laptop.connect_timeout", "500ms")
         .spawn()
 }
 
