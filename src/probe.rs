@@ -21,20 +21,28 @@ const SHIM_OUTPUT_CAP: usize = 64 * 1024;
 /// Probes `target` until `cancel` fires.
 pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: CancellationToken) {
     let probe = &target.config.probe;
-    let mut ticks = tokio::time::interval(probe.interval);
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval_at(start, probe.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut next_shim = Instant::now();
+    let mut next_shim = start;
     loop {
-        tokio::select! {
+        let tick = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+            tick = ticks.tick() => tick,
+        };
         let transport_ok = tokio::select! {
             _ = cancel.cancelled() => return,
             ok = transport(&target) => ok,
         };
-        if transport_ok && !probe.shim_verb.is_empty() && Instant::now() >= next_shim {
-            next_shim = Instant::now() + probe.shim_interval;
+        if !transport_ok {
+            // Whatever the shim said before is stale once the transport failed (a shim probe
+            // cut off by the outage would otherwise keep the target degraded for up to
+            // shim_interval after it is back): check it again at the first success.
+            next_shim = Instant::now();
+        } else if !probe.shim_verb.is_empty() && tick >= next_shim {
+            // Counted from the tick, not from after the transport probe: otherwise a
+            // shim_interval that is a multiple of interval slips a whole tick at random.
+            next_shim = tick + probe.shim_interval;
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = shim(&target, &tracker) => {}
