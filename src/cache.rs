@@ -1,5 +1,7 @@
 //! The verb result cache: identical calls (same verb, arguments and stdin) within a verb's
 //! `cache_ttl` share one execution, single-flight: concurrent callers wait for the first.
+//! A failure is shared only with the callers already waiting for it, never kept: the next
+//! call tries again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,8 +11,8 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
-/// One shared execution and when it finished.
-type Slot<T> = Arc<OnceCell<(Instant, T)>>;
+/// One shared execution, when it finished, and whether its result may be kept.
+type Slot<T> = Arc<OnceCell<(Instant, T, bool)>>;
 
 /// Results of one target's cacheable verbs.
 pub struct ResultCache<T> {
@@ -26,9 +28,15 @@ impl<T: Clone> Default for ResultCache<T> {
 }
 
 impl<T: Clone> ResultCache<T> {
-    /// Runs `work` unless an identical call is running or finished less than `ttl` ago; the
-    /// flag says whether the result is a shared copy.
-    pub async fn get_or_run<F>(&self, key: Vec<u8>, ttl: Duration, work: F) -> (T, bool)
+    /// Runs `work` unless an identical call is running or finished less than `ttl` ago with a
+    /// result that `keep` accepts; the flag says whether the result is a shared copy.
+    pub async fn get_or_run<F>(
+        &self,
+        key: Vec<u8>,
+        ttl: Duration,
+        keep: impl Fn(&T) -> bool,
+        work: F,
+    ) -> (T, bool)
     where
         F: Future<Output = T>,
     {
@@ -38,19 +46,22 @@ impl<T: Clone> ResultCache<T> {
             entries.entry(key).or_default().clone()
         };
         let mut ran = false;
-        let (_, value) = slot
+        let (_, value, _) = slot
             .get_or_init(|| async {
                 ran = true;
-                (Instant::now(), work.await)
+                let value = work.await;
+                let kept = keep(&value);
+                (Instant::now(), value, kept)
             })
             .await;
         (value.clone(), !ran)
     }
 }
 
-/// Still running, or finished within the ttl.
+/// Still running, or finished within the ttl with a result worth keeping.
 fn fresh<T>(slot: &Slot<T>, ttl: Duration) -> bool {
-    slot.get().is_none_or(|(done, _)| done.elapsed() < ttl)
+    slot.get()
+        .is_none_or(|(done, _, kept)| *kept && done.elapsed() < ttl)
 }
 
 /// The identity of a call: verb, arguments and stdin, unambiguously joined.
@@ -81,6 +92,7 @@ mod tests {
                 .get_or_run(
                     key("health", &["s".into()], None),
                     Duration::from_secs(2),
+                    |_| true,
                     async {
                         runs.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -102,6 +114,24 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!call(cache, runs.clone()).await.1);
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_kept() {
+        let cache = ResultCache::<Result<u32, ()>>::default();
+        let k = || key("health", &[], None);
+        let ttl = Duration::from_secs(60);
+        let (first, _) = cache
+            .get_or_run(k(), ttl, Result::is_ok, async { Err(()) })
+            .await;
+        let (second, cached) = cache
+            .get_or_run(k(), ttl, Result::is_ok, async { Ok(1) })
+            .await;
+        assert_eq!((first, second, cached), (Err(()), Ok(1), false));
+        let (third, cached) = cache
+            .get_or_run(k(), ttl, Result::is_ok, async { Ok(2) })
+            .await;
+        assert_eq!((third, cached), (Ok(1), true));
     }
 
     #[test]

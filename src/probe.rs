@@ -25,6 +25,7 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
     let mut ticks = tokio::time::interval_at(start, probe.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_shim = start;
+    let mut recheck_pending = false;
     loop {
         let tick = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -43,10 +44,16 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
             // Counted from the tick, not from after the transport probe: otherwise a
             // shim_interval that is a multiple of interval slips a whole tick at random.
             next_shim = tick + probe.shim_interval;
-            tokio::select! {
+            let shim_ok = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = shim(&target, &tracker) => {}
+                ok = shim(&target, &tracker) => ok,
+            };
+            if !shim_ok && !recheck_pending {
+                // One failure may be a passing hiccup (a slow laptop under load): look again
+                // at the next tick before holding `degraded` for a whole shim_interval.
+                next_shim = tick + probe.interval;
             }
+            recheck_pending = !shim_ok && !recheck_pending;
         }
     }
 }
@@ -91,7 +98,7 @@ async fn transport(target: &Target) -> bool {
 }
 
 /// One shim probe: the configured verb, through the shim, on a channel outside the pool.
-async fn shim(target: &Target, tracker: &TaskTracker) {
+async fn shim(target: &Target, tracker: &TaskTracker) -> bool {
     let probe = &target.config.probe;
     let start = Instant::now();
     let result = async {
@@ -104,14 +111,18 @@ async fn shim(target: &Target, tracker: &TaskTracker) {
         let out = exec::run(&conn, cmd, start + probe.timeout, (), tracker)
             .await
             .map_err(|(ExecError::NotSent(e) | ExecError::Sent(e))| e)?;
-        match out.exit_status {
-            Some(0) => Ok(start.elapsed()),
-            status => Err(Error::UpstreamUnreachable(format!(
-                "shim probe `{}` exited with {status:?}: {}",
-                probe.shim_verb,
-                out.stderr.text().trim()
-            ))),
-        }
+        let ended = match (out.exit_status, &out.exit_signal) {
+            (Some(0), _) => return Ok(start.elapsed()),
+            (Some(status), _) => format!("exited with status {status}"),
+            (None, Some(signal)) => format!("was killed by SIG{signal}"),
+            (None, None) => "ended without an exit status".to_string(),
+        };
+        Err(Error::UpstreamUnreachable(format!(
+            "the shim probe `{}` {ended}: {}; SSH works, so check the shim on the remote \
+             (and probe.shim_args)",
+            command_line(&probe.shim_verb, &probe.shim_args)?,
+            out.stderr.text().trim()
+        )))
     }
     .await;
     target
@@ -119,6 +130,7 @@ async fn shim(target: &Target, tracker: &TaskTracker) {
         .probe("shim", result.is_ok(), start.elapsed().as_secs_f64());
     target.metrics.shim_up.set(result.is_ok() as i64);
     target.health.shim(result.as_ref().copied());
+    result.is_ok()
 }
 
 fn publish(target: &Target, status: Status, ok: bool) {

@@ -87,7 +87,9 @@ impl Target {
             return (self.execute(&call).await, false);
         }
         let key = cache::key(call.verb, call.args, call.stdin.as_deref());
-        self.cache.get_or_run(key, ttl, self.execute(&call)).await
+        self.cache
+            .get_or_run(key, ttl, Result::is_ok, self.execute(&call))
+            .await
     }
 
     async fn execute(&self, call: &Call<'_>) -> CallResult {
