@@ -21,21 +21,11 @@ fn spawn(sshd: &Sshd) -> Tether {
         .spawn()
 }
 
-fn wait_status(tether: &Tether, want: &str) {
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            tether.health().1["targets"][TARGET]["status"] == want
-        }),
-        "not {want}: {:#}",
-        tether.health().1
-    );
-}
-
 #[test]
 fn exit_codes_follow_the_target_and_ready_ignores_it() {
     let mut sshd = Sshd::start();
     let tether = spawn(&sshd);
-    wait_status(&tether, "up");
+    tether.wait_status("up");
 
     let up = tether.cli("check", &[]);
     assert_eq!((up.code, up.stdout.as_str()), (Some(0), "up\n"), "{up:?}");
@@ -47,7 +37,7 @@ fn exit_codes_follow_the_target_and_ready_ignores_it() {
     assert_eq!(tether.cli("check", &["--ready"]).code, Some(0));
 
     sshd.kill();
-    wait_status(&tether, "down");
+    tether.wait_status("down");
     let down = tether.cli("check", &[]);
     assert_eq!(
         (down.code, down.stdout.as_str()),
@@ -74,9 +64,9 @@ fn exit_codes_follow_the_target_and_ready_ignores_it() {
 fn wait_returns_zero_once_the_target_comes_up() {
     let mut sshd = Sshd::start();
     let tether = spawn(&sshd);
-    wait_status(&tether, "up");
+    tether.wait_status("up");
     sshd.kill();
-    wait_status(&tether, "down");
+    tether.wait_status("down");
 
     let mut child = Command::new(BIN)
         .args(["check", "--socket"])

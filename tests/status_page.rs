@@ -21,16 +21,6 @@ fn spawn(sshd: &Sshd) -> Tether {
         .spawn()
 }
 
-fn wait_status(tether: &Tether, want: &str) {
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            tether.health().1["targets"][TARGET]["status"] == want
-        }),
-        "not {want}: {:#}",
-        tether.health().1
-    );
-}
-
 fn page(tether: &Tether) -> String {
     let resp = tether.admin_get("/");
     assert_eq!(resp.status, 200);
@@ -80,7 +70,7 @@ fn assert_self_contained(html: &str) {
 fn page_shows_the_target_state_chart_and_last_error() {
     let mut sshd = Sshd::start();
     let tether = spawn(&sshd);
-    wait_status(&tether, "up");
+    tether.wait_status("up");
     let (code, _) = tether.call(&json!({"verb": "health", "args": ["s1"]}));
     assert_eq!(code, 200);
 
@@ -102,7 +92,7 @@ fn page_shows_the_target_state_chart_and_last_error() {
     assert_self_contained(&html);
 
     sshd.kill();
-    wait_status(&tether, "down");
+    tether.wait_status("down");
     // The page shows the error the health JSON reports, in words.
     let mut last = String::new();
     let mut message = String::new();
@@ -142,7 +132,7 @@ fn screenshots_up_and_down() {
 
     let mut sshd = Sshd::start();
     let tether = spawn(&sshd);
-    wait_status(&tether, "up");
+    tether.wait_status("up");
     for i in 0..20 {
         let verb = if i % 5 == 4 { "nope" } else { "health" };
         tether.call(&json!({"verb": verb, "args": [format!("s{}", i % 3)]}));
@@ -160,7 +150,7 @@ fn screenshots_up_and_down() {
     shoot(&tether, "status-up.png");
 
     sshd.kill();
-    wait_status(&tether, "down");
+    tether.wait_status("down");
     let failures = |t: &Tether| {
         t.health().1["targets"][TARGET]["consecutive_failures"]
             .as_u64()
@@ -170,7 +160,7 @@ fn screenshots_up_and_down() {
     shoot(&tether, "status-down.png");
 
     sshd.restart();
-    wait_status(&tether, "up");
+    tether.wait_status("up");
     assert!(wait_until(Duration::from_secs(20), || {
         tether.health().1["targets"][TARGET]["last_ok_at"].is_string() && points(&tether) >= 50
     }));

@@ -311,6 +311,15 @@ impl Tether {
         http::post_json(&self.socket, "/v1/call", body)
     }
 
+    /// Waits (up to 10 s) until target [`TARGET`] has status `want`; panics with the health
+    /// document otherwise.
+    pub fn wait_status(&self, want: &str) {
+        let reached = super::wait_until(Duration::from_secs(10), || {
+            self.health().1["targets"][TARGET]["status"] == want
+        });
+        assert!(reached, "not {want}: {:#}", self.health().1);
+    }
+
     /// `POST /v1/call` from another thread; join the handle for the answer.
     pub fn call_in_background(&self, body: Value) -> std::thread::JoinHandle<(u16, Value)> {
         let socket = self.socket.clone();
