@@ -24,6 +24,7 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
     let mut ticks = tokio::time::interval(probe.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_shim = Instant::now();
+    let mut was_ok = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -33,6 +34,12 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
             _ = cancel.cancelled() => return,
             ok = transport(&target) => ok,
         };
+        // A shim result from before an outage is stale: a returning remote gets its shim
+        // probed at once, not up to shim_interval later (it would stay `degraded` meanwhile).
+        if transport_ok && !was_ok {
+            next_shim = Instant::now();
+        }
+        was_ok = transport_ok;
         if transport_ok && !probe.shim_verb.is_empty() && Instant::now() >= next_shim {
             next_shim = Instant::now() + probe.shim_interval;
             tokio::select! {
