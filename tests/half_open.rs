@@ -4,7 +4,7 @@
 //! probe intervals with no operator action.
 //!
 //! Timings are scaled down from the defaults (2 s probe interval, timeout and connect_timeout)
-//! to 300 ms each, so "6 s" becomes 900 ms; the bounds are the issue's, in intervals.
+//! to 400 ms each, so "6 s" becomes 1.2 s; the bounds are the issue's, in intervals.
 
 mod common;
 
@@ -17,7 +17,7 @@ use common::tether::{Tether, TetherConfig};
 use common::wait_until;
 use serde_json::json;
 
-const INTERVAL: Duration = Duration::from_millis(300);
+const INTERVAL: Duration = Duration::from_millis(400);
 /// What the test's own observation adds: health is polled every 10 ms over HTTP, on 2 cores
 /// shared with sshd and the other tests.
 const SLACK: Duration = Duration::from_millis(100);
@@ -26,9 +26,9 @@ const IN_FLIGHT_DEADLINE: Duration = Duration::from_millis(2000);
 
 fn scaled(cfg: TetherConfig) -> TetherConfig {
     cfg.test_verbs()
-        .set("targets.laptop.probe.interval", "300ms")
-        .set("targets.laptop.probe.timeout", "300ms")
-        .set("targets.laptop.connect_timeout", "300ms")
+        .set("targets.laptop.probe.interval", "400ms")
+        .set("targets.laptop.probe.timeout", "400ms")
+        .set("targets.laptop.connect_timeout", "400ms")
 }
 
 /// Freezes the remote with `freeze`, checks every promise of item 1, thaws with `thaw`.
