@@ -92,16 +92,23 @@ impl Target {
 
     async fn execute(&self, call: &Call<'_>) -> CallResult {
         let deadline = Instant::now() + call.timeout;
-        self.fail_fast().await?;
+        // Waiting for a connection (fail fast, or a slot whose connection is still being
+        // made) is bounded by the call's deadline too, not only by connect_timeout.
+        let too_late = || Error::Timeout(call.timeout);
+        tokio::time::timeout_at(deadline, self.fail_fast())
+            .await
+            .map_err(|_| too_late())??;
         let retries = if call.verb_config.idempotent { 1 } else { 0 };
         let mut attempt = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let held = match self.pool.get(left.min(self.config.queue_timeout)).await {
-                Err(Error::Busy { .. }) if left < self.config.queue_timeout => {
-                    return Err(Error::Timeout(call.timeout));
+            let wait = left.min(self.config.queue_timeout);
+            let held = match tokio::time::timeout_at(deadline, self.pool.get(wait)).await {
+                Err(_) => return Err(too_late()),
+                Ok(Err(Error::Busy { .. })) if left < self.config.queue_timeout => {
+                    return Err(too_late());
                 }
-                other => other?,
+                Ok(other) => other?,
             };
             let conn = held.slot.conn.clone();
             let cmd = Command {

@@ -138,3 +138,33 @@ fn a_slow_network_is_not_down() {
             && h["targets"]["laptop"]["status"] == "up"
     }));
 }
+
+#[test]
+fn a_slow_handshake_does_not_outlast_a_call_deadline() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(sshd.addr());
+    // 150 ms each way: the SSH handshake (several round trips) takes well over a second.
+    proxy.set_latency(Duration::from_millis(150));
+    let tether = TetherConfig::for_sshd(&sshd)
+        .via(proxy.port(), &sshd)
+        .test_verbs()
+        .set("targets.laptop.connect_timeout", "5s")
+        .spawn();
+    let started = Instant::now();
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"], "timeout_ms": 300}));
+    let took = started.elapsed();
+    eprintln!(
+        "a call with a 300 ms deadline during a slow handshake answered {status} in {took:?}"
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("timeout")),
+        "{body}"
+    );
+    assert!(took <= Duration::from_millis(400), "{took:?}");
+    assert_eq!(sshd.count("reset", &[]), 0);
+    // The connect was not abandoned for good: the target comes up and calls succeed.
+    assert!(wait_until(Duration::from_secs(10), || tether.status() == "up"));
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    assert_eq!(status, 200, "{body}");
+}
