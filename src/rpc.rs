@@ -154,14 +154,14 @@ async fn call(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             None => verb_config.timeout,
         };
         let line = command_line(&call.verb, &call.args)?;
-        let run = target.call(Call {
+        let run = Box::pin(target.call(Call {
             verb: &call.verb,
             verb_config,
             line,
             args: &call.args,
             stdin,
             timeout,
-        });
+        }));
         let (result, cached): (CallResult, bool) = tokio::select! {
             done = run => done,
             _ = shared.hard_stop.cancelled() => (Err(Error::ShuttingDown), false),
