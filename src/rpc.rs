@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
-use crate::http::{Body, json, respond, serve_connection};
+use crate::http::{BODY_READ_TIMEOUT, Body, json, respond, serve_connection};
 use crate::state::Shared;
 use crate::target::{Call, CallResult};
 use crate::validation::command_line;
@@ -225,7 +225,13 @@ async fn call(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Error> {
-    match Limited::new(req.into_body(), limit).collect().await {
+    let read = Limited::new(req.into_body(), limit).collect();
+    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+        return Err(Error::BadRequest(format!(
+            "the request body did not arrive within {BODY_READ_TIMEOUT:?}"
+        )));
+    };
+    match read {
         Ok(body) => Ok(body.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge(
             format!("the request body is over server.max_request_bytes ({limit} bytes)"),
