@@ -107,7 +107,8 @@ impl Target {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let wait = left.min(self.config.queue_timeout);
-            let held = match tokio::time::timeout_at(deadline, Box::pin(self.pool.get(wait))).await {
+            let get = Box::pin(self.pool.get(wait));
+            let held = match tokio::time::timeout_at(deadline, get).await {
                 Err(_) => return Err(too_late()),
                 Ok(Err(Error::Busy { .. })) if left < self.config.queue_timeout => {
                     return Err(too_late());
