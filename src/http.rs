@@ -18,8 +18,13 @@ pub type Body = Full<Bytes>;
 
 /// Pause after a failed accept.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-/// A client that sends no complete request head within this time is dropped.
+/// A client that sends no complete request head within this time is dropped. hyper starts
+/// this timer whenever the connection waits for a head: it also closes a client that
+/// connected and never sent a byte, and an idle keep-alive connection.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body that has not fully arrived within this time is answered `bad_request` (hyper
+/// has no timer for bodies: a client stalling mid-body would hold its connection forever).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
     respond(status, "application/json", value.to_string())

@@ -76,6 +76,7 @@ async fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     init_logging(loaded.config.server.log_format);
+    raise_open_files_limit();
     match tether::run(loaded, tether::shutdown::first_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -95,6 +96,21 @@ async fn demo(args: tether::demo::DemoArgs) -> ExitCode {
             eprintln!("tether: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every RPC client, SSH connection and channel task holds a file descriptor; container
+/// runtimes often start processes with a soft limit of 1024 (and a much higher hard limit),
+/// at which tether would stop accepting. Raise the soft limit to the hard one.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-files limit"),
     }
 }
 

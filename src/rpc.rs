@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
-use crate::http::{Body, accept_loop, json, respond, serve_connection};
+use crate::http::{BODY_READ_TIMEOUT, Body, accept_loop, json, respond, serve_connection};
 use crate::state::Shared;
 use crate::target::{Call, CallResult};
 use crate::validation::command_line;
@@ -146,14 +146,14 @@ async fn call(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             None => verb_config.timeout,
         };
         let line = command_line(&call.verb, &call.args)?;
-        let run = target.call(Call {
+        let run = Box::pin(target.call(Call {
             verb: &call.verb,
             verb_config,
             line,
             args: &call.args,
             stdin,
             timeout,
-        });
+        }));
         let (result, cached): (CallResult, bool) = tokio::select! {
             done = run => done,
             _ = shared.hard_stop.cancelled() => (Err(Error::ShuttingDown), false),
@@ -217,7 +217,13 @@ async fn call(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Error> {
-    match Limited::new(req.into_body(), limit).collect().await {
+    let read = Limited::new(req.into_body(), limit).collect();
+    let Ok(read) = tokio::time::timeout(BODY_READ_TIMEOUT, read).await else {
+        return Err(Error::BadRequest(format!(
+            "the request body did not arrive within {BODY_READ_TIMEOUT:?}"
+        )));
+    };
+    match read {
         Ok(body) => Ok(body.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge(
             format!("the request body is over server.max_request_bytes ({limit} bytes)"),

@@ -1,8 +1,10 @@
-//! The real world: a server with fewer sessions than configured, and more to come (issue 4).
+//! The real world (issue 4, item 4): a server with fewer sessions than configured, and one that
+//! drops new connections while its unauthenticated slots are taken (sshd's MaxStartups).
 
 mod common;
 
-use std::time::Duration;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use common::http;
 use common::sshd::Sshd;
@@ -50,4 +52,53 @@ fn a_server_with_max_sessions_2_still_serves_100_concurrent_calls() {
             .text()
             .contains("tether_channels_in_use{target=\"laptop\"} 0")
     }));
+}
+
+#[test]
+fn max_startups_refusals_are_retried_with_backoff_within_connect_timeout() {
+    let sshd = Sshd::builder().max_startups("1").start();
+    // A client that connects and says nothing holds the only unauthenticated slot: sshd drops
+    // every other new connection until it leaves.
+    let blocker = TcpStream::connect(sshd.addr()).unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || sshd
+        .connection_count()
+        == 1));
+    let tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
+        .set("targets.laptop.connect_timeout", "4s")
+        .spawn();
+    let socket = tether.socket_path().to_path_buf();
+    let started = Instant::now();
+    let call = std::thread::spawn(move || {
+        http::post_json(
+            &socket,
+            "/v1/call",
+            &json!({"verb": "reset", "args": ["s1"]}),
+        )
+    });
+    let drops = || sshd.log().matches("past MaxStartups").count();
+    assert!(
+        common::wait_until(Duration::from_secs(3), || drops() >= 6),
+        "{}",
+        sshd.log()
+    );
+    let blocked_for = started.elapsed();
+    let dropped = drops();
+    drop(blocker);
+    let released = Instant::now();
+    let (status, body) = call.join().unwrap();
+    let after_release = released.elapsed();
+    eprintln!(
+        "item 4: sshd dropped {dropped} handshakes in {blocked_for:?}; the call succeeded \
+         {after_release:?} after the blocker left, {:?} after it was made (connect_timeout 4s)",
+        started.elapsed()
+    );
+    assert_eq!(status, 200, "{body}\n{}", tether.logs());
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // Back-off: at most 1 + log2(400 ms / 20 ms) quick retries, then one per <= 400 ms.
+    assert!(
+        dropped as f64 <= 6.0 + blocked_for.as_secs_f64() / 0.2,
+        "{dropped} drops in {blocked_for:?}"
+    );
+    assert_eq!(sshd.count("reset", &["s1"]), 1);
 }

@@ -9,6 +9,8 @@
 //!   waits until it answers, captures its output, and runs the CLI.
 //! - [`http`]: a tiny blocking HTTP/1.1 client over a Unix socket or TCP.
 //! - [`ports`]: free ports, ports where nothing listens, and listeners that never answer.
+//! - [`proxy`]: a loopback TCP proxy that adds latency, black-holes traffic or cuts connections.
+//! - [`procs`]: signalling process trees through /proc (freeze, thaw, kill).
 //!
 //! Every fixture owns its temp dir and port; there is no shared mutable state, so tests can run
 //! in parallel threads. Waiting is always polling against a deadline ([`wait_until`]).
@@ -18,6 +20,7 @@ pub mod http;
 pub mod keys;
 pub mod ports;
 pub mod procs;
+pub mod proxy;
 pub mod sshd;
 pub mod tether;
 

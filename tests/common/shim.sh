@@ -3,10 +3,12 @@
 #
 # Usage (from authorized_keys): command="/path/shim.sh LOGFILE"
 # Reads the requested command from $SSH_ORIGINAL_COMMAND, appends one line per invocation to
-# LOGFILE ("<unix time> <verb> <args...>"), then runs the verb. Seed verbs mimic the real shim;
+# LOGFILE ("<unix time> <verb> <args...>") and the command exactly as received, NUL-terminated,
+# to LOGFILE.raw, then runs the verb. Seed verbs mimic the real shim;
 # the others exist for fault and size tests.
 set -uf
 log="${1:?usage: shim.sh LOGFILE}"
+printf '%s\0' "${SSH_ORIGINAL_COMMAND:-}" >> "$log.raw"
 # shellcheck disable=SC2086 # word splitting is the point: args never contain spaces.
 set -- ${SSH_ORIGINAL_COMMAND:-}
 printf '%s %s\n' "$(date +%s.%N)" "$*" >> "$log"

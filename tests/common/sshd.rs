@@ -298,6 +298,15 @@ impl Sshd {
         read(&self.dir.path().join("invocations.log"))
     }
 
+    /// Every command line the shim received, byte for byte (before any word splitting).
+    pub fn raw_commands(&self) -> Vec<Vec<u8>> {
+        let raw = fs::read(self.dir.path().join("invocations.log.raw")).unwrap_or_default();
+        raw.split(|&b| b == 0)
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
     /// Every shim invocation so far as `"verb arg1 arg2"` (timestamps stripped), in order.
     pub fn invocations(&self) -> Vec<String> {
         self.invocation_log()
@@ -391,6 +400,26 @@ impl Sshd {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Restarts sshd (same port) with a different host key: a reinstalled laptop, or an
+    /// impostor. [`Sshd::known_hosts_line`] and [`Sshd::wrong_known_hosts_line`] swap.
+    pub fn restart_with_new_host_key(&mut self) {
+        self.kill();
+        let d = self.dir.path();
+        for ext in ["", ".pub"] {
+            let (a, b) = (
+                d.join(format!("host_ed25519{ext}")),
+                d.join(format!("wrong_host_ed25519{ext}")),
+            );
+            let swap = d.join("swap");
+            fs::rename(&a, &swap).expect("swap host key");
+            fs::rename(&b, &a).expect("swap host key");
+            fs::rename(&swap, &b).expect("swap host key");
+        }
+        std::mem::swap(&mut self.host_key_line, &mut self.wrong_host_key_line);
+        fs::write(d.join("known_hosts"), self.known_hosts_line() + "\n").expect("known_hosts");
+        self.restart();
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -95,6 +95,16 @@ impl TetherConfig {
             .set(&format!("{t}.known_hosts"), sshd.known_hosts_line())
     }
 
+    /// Points the target at `port` on loopback (a [`super::proxy::Proxy`] or a fake peer) while
+    /// keeping `sshd`'s host key pinned for that address.
+    pub fn via(self, port: u16, sshd: &Sshd) -> Self {
+        let pin = sshd
+            .known_hosts_line()
+            .replace(&format!("]:{} ", sshd.port()), &format!("]:{port} "));
+        self.set(&format!("targets.{TARGET}.port"), i64::from(port))
+            .set(&format!("targets.{TARGET}.known_hosts"), pin)
+    }
+
     /// Sets one key by dotted path ("targets.laptop.probe.interval"), creating tables on the way.
     pub fn set(mut self, path: &str, value: impl Into<Toml>) -> Self {
         let (parents, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
@@ -304,6 +314,24 @@ impl Tether {
     /// `GET /v1/health` on the socket.
     pub fn health(&self) -> (u16, Value) {
         http::get_json(&self.socket, "/v1/health")
+    }
+
+    /// The status of target [`TARGET`] in `/v1/health` ("unknown", "up", "down", …).
+    pub fn status(&self) -> String {
+        let (_, body) = self.health();
+        body["targets"][TARGET]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The value of one sample in `/metrics`, named as printed (labels sorted), e.g.
+    /// `tether_connects_total{result="ok",target="laptop"}`; 0 when it is not there yet.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let text = self.admin_get("/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .map_or(0.0, |v| v.trim().parse().expect("a number"))
     }
 
     /// `POST /v1/call` on the socket.

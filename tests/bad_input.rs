@@ -1,0 +1,330 @@
+//! Issue 4, item 8: bad input on every surface. Random call bodies and arguments (property
+//! tests), garbage and half-written HTTP, clients that connect and never send, peers on the
+//! SSH port that are not SSH servers, and a host key that changes while tether runs.
+//! (10,000 idle socket connections have a binary of their own: idle_flood.rs.)
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, TcpListener};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::sshd::Sshd;
+use common::tether::{Tether, TetherConfig};
+use common::wait_until;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::{Value, json};
+
+/// The argument charset of the SPEC, plus the space that separates arguments.
+fn allowed_on_the_wire(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._:,=+/@%- ".contains(&b)
+}
+
+/// An argument: mostly from the allowed set, often with something a shell would interpret.
+fn arg() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => "[A-Za-z0-9._:,=+/@%-]{1,12}",
+        1 => "[A-Za-z0-9 ;|&$`'\"\\\\(){}<>*?~!#\n\t\r\u{0}-]{0,12}",
+        1 => any::<String>(),
+    ]
+}
+
+#[test]
+fn the_argument_validator_lets_nothing_else_through() {
+    let mut runner = TestRunner::new(Config::with_cases(5000));
+    runner
+        .run(
+            &("[a-z-]{1,8}", proptest::collection::vec(arg(), 0..6)),
+            |(verb, args)| {
+                if let Ok(line) = tether::validation::command_line(&verb, &args) {
+                    prop_assert!(line.bytes().all(allowed_on_the_wire), "{line:?}");
+                    prop_assert_eq!(line.split(' ').count(), args.len() + 1);
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+/// A call body: any JSON object built from plausible and implausible fields.
+fn body() -> impl Strategy<Value = Value> {
+    let verb = prop_oneof![
+        4 => prop_oneof![Just("reset"), Just("stderr"), Just("fail"), Just("cat")].prop_map(Value::from),
+        1 => prop_oneof![Just(json!("nope")), Just(json!("")), Just(json!(42)), Just(Value::Null)],
+        1 => any::<String>().prop_map(Value::from),
+    ];
+    let args = prop_oneof![
+        4 => proptest::collection::vec(arg(), 0..4).prop_map(|a| json!(a)),
+        1 => Just(json!("not a list")),
+        1 => Just(json!([1, null, {"a": 1}])),
+    ];
+    let timeout = prop_oneof![
+        4 => Just(Value::Null),
+        1 => prop_oneof![Just(json!(0)), Just(json!(-1)), Just(json!(1.5)), Just(json!(u64::MAX))],
+        1 => (1000u64..10_000).prop_map(Value::from),
+    ];
+    let text = prop_oneof![4 => Just(Value::Null), 1 => any::<String>().prop_map(Value::from)];
+    (
+        verb,
+        args,
+        timeout,
+        text.clone(),
+        text.clone(),
+        text,
+        any::<bool>(),
+    )
+        .prop_map(|(verb, args, timeout, stdin, stdin_b64, id, extra)| {
+            let mut b = json!({"verb": verb, "args": args});
+            for (k, v) in [
+                ("timeout_ms", timeout),
+                ("stdin", stdin),
+                ("stdin_base64", stdin_b64),
+                ("request_id", id),
+            ] {
+                if !v.is_null() {
+                    b[k] = v;
+                }
+            }
+            if extra {
+                b["target"] = json!("laptop");
+            }
+            b
+        })
+}
+
+#[test]
+fn random_call_bodies_never_cause_a_5xx_and_no_metacharacter_reaches_the_laptop() {
+    let sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    let mut runner = TestRunner::new(Config::with_cases(300));
+    runner
+        .run(&body(), |body| {
+            let (status, answer) = tether.call(&body);
+            prop_assert!(status < 500, "{status} for {body}: {answer}");
+            Ok(())
+        })
+        .unwrap();
+    let raw = sshd.raw_commands();
+    eprintln!(
+        "item 8: 300 random bodies, {} reached the laptop",
+        raw.len()
+    );
+    assert!(raw.len() > 10, "the generator must produce valid calls too");
+    for cmd in raw {
+        assert!(
+            cmd.iter().copied().all(allowed_on_the_wire),
+            "reached the laptop: {:?}",
+            String::from_utf8_lossy(&cmd)
+        );
+    }
+    assert!(!tether.logs().contains("panicked"));
+}
+
+/// Sends `bytes`, closes the write half, and returns what came back (to EOF, at most 5 s).
+fn exchange(socket: &Path, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(Shutdown::Write);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn health_call(tether: &Tether) -> (u16, Value) {
+    tether.call(&json!({"verb": "reset", "args": ["s"]}))
+}
+
+#[test]
+fn garbage_and_half_written_http_get_a_4xx_or_a_close_never_a_5xx() {
+    let sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    let long_header = format!(
+        "GET /v1/health HTTP/1.1\r\nX: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let cases: Vec<&[u8]> = vec![
+        b"\x00\xff\xfe garbage \r\n\r\n",
+        b"hello\r\n\r\n",
+        b"GET / HTTP/1.1\r\n",
+        b"GET /v1/health HTTP/1.1\r\nHost: tether\r\n",
+        b"POST /v1/call HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"verb\": \"reset\"",
+        b"POST /v1/call HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /v1/call HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"POST /v1/call HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /v1/call HTTP/9.9\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"POST /v1/call HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+        long_header.as_bytes(),
+    ];
+    for bytes in cases {
+        let answer = exchange(tether.socket_path(), bytes);
+        let status: Option<u16> = answer.split(' ').nth(1).and_then(|s| s.parse().ok());
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(60)]).into_owned();
+        eprintln!("item 8: {shown:?} -> {:?}", answer.lines().next());
+        assert!(
+            answer.is_empty() || status.is_some_and(|s| (400..500).contains(&s)),
+            "{shown:?} -> {answer}"
+        );
+        assert_eq!(health_call(&tether).0, 200, "still serving after {shown:?}");
+    }
+    assert!(!tether.logs().contains("panicked"));
+}
+
+/// What hyper's header_read_timeout (10 s in tether) does: it starts when a connection waits
+/// for a request head, so it covers a client that sends nothing at all, one that stops
+/// mid-head, and (a body timeout of tether's own) one that stops mid-body.
+#[test]
+fn clients_that_stall_are_closed_while_others_are_served() {
+    let sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    let stall = |bytes: &[u8]| {
+        let mut s = UnixStream::connect(tether.socket_path()).unwrap();
+        s.write_all(bytes).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    };
+    let started = Instant::now();
+    let stalled = [
+        ("sends nothing", stall(b"")),
+        (
+            "stops mid-head",
+            stall(b"POST /v1/call HTTP/1.1\r\nContent-Le"),
+        ),
+        (
+            "stops mid-body",
+            stall(b"POST /v1/call HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"verb\""),
+        ),
+    ];
+    for _ in 0..5 {
+        assert_eq!(health_call(&tether).0, 200);
+    }
+    let waiters: Vec<_> = stalled
+        .into_iter()
+        .map(|(what, mut s)| {
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                let closed = s.read_to_end(&mut out).is_ok();
+                (
+                    what,
+                    closed,
+                    started.elapsed(),
+                    String::from_utf8_lossy(&out).into_owned(),
+                )
+            })
+        })
+        .collect();
+    for w in waiters {
+        let (what, closed, after, answer) = w.join().unwrap();
+        eprintln!(
+            "item 8: a client that {what} was closed after {after:?}: {:?}",
+            answer.lines().next()
+        );
+        assert!(closed, "a client that {what} is still open after {after:?}");
+        assert!(after >= Duration::from_secs(9) && after < Duration::from_secs(15));
+        let status: Option<u16> = answer.split(' ').nth(1).and_then(|s| s.parse().ok());
+        assert!(
+            answer.is_empty() || status.is_some_and(|s| (400..500).contains(&s)),
+            "{answer}"
+        );
+    }
+}
+
+/// A loopback peer on the "SSH port" that sends `greeting` to every client, then closes or
+/// keeps the connection open without another byte.
+fn fake_ssh_peer(greeting: &'static [u8], close: bool) -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut s in listener.incoming().flatten() {
+            let _ = s.write_all(greeting);
+            if !close {
+                held.push(s);
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn peers_that_are_not_ssh_servers_are_upstream_unreachable_within_connect_timeout() {
+    let sshd = Sshd::start();
+    let peers: [(&str, &'static [u8], bool); 5] = [
+        ("garbage, then close", b"\x00\x01garbage\xff\r\n", true),
+        ("garbage, then silence", b"\x00\x01garbage\xff\r\n", false),
+        ("an HTTP answer", b"HTTP/1.1 400 Bad Request\r\n\r\n", true),
+        ("a banner, then silence", b"SSH-2.0-OpenSSH_9.9\r\n", false),
+        (
+            "a banner, then garbage",
+            b"SSH-2.0-OpenSSH_9.9\r\n\x00\x00\x00\x05garbage",
+            false,
+        ),
+    ];
+    for (what, greeting, close) in peers {
+        let port = fake_ssh_peer(greeting, close);
+        let tether = TetherConfig::for_sshd(&sshd)
+            .via(port, &sshd)
+            .set("targets.laptop.connect_timeout", "500ms")
+            .spawn();
+        let started = Instant::now();
+        let (status, body) = tether.call(&json!({"verb": "health", "args": ["s"]}));
+        let took = started.elapsed();
+        eprintln!("item 8: a peer that sends {what}: {status} in {took:?}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("upstream_unreachable")),
+            "{what}: {body}"
+        );
+        assert!(took < Duration::from_millis(900), "{what}: {took:?}");
+        assert!(!tether.logs().contains("panicked"));
+    }
+}
+
+#[test]
+fn a_host_key_that_changes_mid_life_is_refused_loudly_and_counted() {
+    let mut sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
+        .set("targets.laptop.probe.interval", "300ms")
+        .set("targets.laptop.probe.timeout", "300ms")
+        .spawn();
+    assert_eq!(health_call(&tether).0, 200);
+    sshd.restart_with_new_host_key();
+    let before = sshd.raw_commands().len();
+    let mut answer = (0, Value::Null);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            answer = health_call(&tether);
+            answer.1["error"]["code"] == "host_key_mismatch"
+        }),
+        "{answer:?}"
+    );
+    let (status, body) = answer;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["retryable"], false);
+    assert_eq!(health_call(&tether).1["error"]["code"], "host_key_mismatch");
+    assert!(wait_until(Duration::from_secs(5), || {
+        tether.health().1["targets"]["laptop"]["last_error"]["code"] == "host_key_mismatch"
+    }));
+    let counted =
+        tether.metric("tether_connects_total{result=\"host_key_mismatch\",target=\"laptop\"}");
+    let logs = tether.logs();
+    let loud = logs
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("host_key_mismatch"))
+        .count();
+    eprintln!(
+        "item 8: changed host key: {counted} refused connects counted, {loud} error log lines"
+    );
+    assert!(counted >= 1.0);
+    assert!(loud >= 1, "{logs}");
+    assert_eq!(
+        sshd.raw_commands().len(),
+        before,
+        "nothing ran on the impostor"
+    );
+}

@@ -1,0 +1,170 @@
+//! Issue 4, item 1: a half-open connection (the laptop froze, the network stalled: no FIN,
+//! no RST, just silence). The target turns `down` within 3 probe intervals, calls in flight end
+//! by their deadline, new calls fail fast, and after the thaw the target is `up` again within 2
+//! probe intervals with no operator action.
+//!
+//! Timings are scaled down from the defaults (2 s probe interval, timeout and connect_timeout)
+//! to 400 ms each, so "6 s" becomes 1.2 s; the bounds are the issue's, in intervals.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::http;
+use common::proxy::Proxy;
+use common::sshd::Sshd;
+use common::tether::{Tether, TetherConfig};
+use common::wait_until;
+use serde_json::json;
+
+const INTERVAL: Duration = Duration::from_millis(400);
+/// What the test's own observation adds: health is polled every 10 ms over HTTP, on 2 cores
+/// shared with sshd and the other tests.
+const SLACK: Duration = Duration::from_millis(100);
+/// The deadline of the call in flight when the remote freezes.
+const IN_FLIGHT_DEADLINE: Duration = Duration::from_millis(2000);
+
+fn scaled(cfg: TetherConfig) -> TetherConfig {
+    cfg.test_verbs()
+        .set("targets.laptop.probe.interval", "400ms")
+        .set("targets.laptop.probe.timeout", "400ms")
+        .set("targets.laptop.connect_timeout", "400ms")
+}
+
+/// Freezes the remote with `freeze`, checks every promise of item 1, thaws with `thaw`.
+fn half_open(tether: &Tether, sshd: &Sshd, freeze: impl FnOnce(), thaw: impl FnOnce()) {
+    assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
+    let socket = tether.socket_path().to_path_buf();
+    let in_flight = std::thread::spawn(move || {
+        let started = Instant::now();
+        let answer = http::post_json(
+            &socket,
+            "/v1/call",
+            &json!({"verb": "sleep", "args": ["5"], "timeout_ms": IN_FLIGHT_DEADLINE.as_millis() as u64}),
+        );
+        (answer, started.elapsed())
+    });
+    assert!(wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &[])
+        == 1));
+
+    let frozen = Instant::now();
+    freeze();
+    assert!(
+        wait_until(Duration::from_secs(5), || tether.status() == "down"),
+        "{}",
+        tether.logs()
+    );
+    let down_after = frozen.elapsed();
+    eprintln!("item 1: down {down_after:?} after the freeze (bound 3 x {INTERVAL:?})");
+    assert!(down_after <= 3 * INTERVAL + SLACK, "{down_after:?}");
+
+    let started = Instant::now();
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    let took = started.elapsed();
+    eprintln!("item 1: a new call while down answered {status} in {took:?}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("upstream_unreachable")),
+        "{body}"
+    );
+    assert!(
+        took <= INTERVAL + SLACK,
+        "connect_timeout bounds it: {took:?}"
+    );
+
+    let ((status, body), took) = in_flight.join().unwrap();
+    let code = body["error"]["code"].as_str().unwrap_or_default();
+    eprintln!(
+        "item 1: the call in flight answered {code} after {took:?} (deadline {IN_FLIGHT_DEADLINE:?})"
+    );
+    assert!(
+        matches!(code, "connection_lost" | "timeout") && status >= 500,
+        "{body}"
+    );
+    assert!(took <= IN_FLIGHT_DEADLINE + SLACK, "{took:?}");
+
+    let thawed = Instant::now();
+    thaw();
+    assert!(
+        wait_until(Duration::from_secs(5), || tether.status() == "up"),
+        "{}",
+        tether.logs()
+    );
+    let up_after = thawed.elapsed();
+    eprintln!("item 1: up {up_after:?} after the thaw (bound 2 x {INTERVAL:?})");
+    assert!(up_after <= 2 * INTERVAL + SLACK, "{up_after:?}");
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn a_black_holed_network_is_down_fast_and_heals_by_itself() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(sshd.addr());
+    let tether = scaled(TetherConfig::for_sshd(&sshd).via(proxy.port(), &sshd)).spawn();
+    half_open(&tether, &sshd, || proxy.blackhole(), || proxy.resume());
+}
+
+#[test]
+fn a_frozen_sshd_is_down_fast_and_heals_by_itself() {
+    let sshd = Sshd::start();
+    let tether = scaled(TetherConfig::for_sshd(&sshd)).spawn();
+    half_open(&tether, &sshd, || sshd.stop(), || sshd.resume());
+}
+
+#[test]
+fn a_slow_network_is_not_down() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(sshd.addr());
+    proxy.set_latency(Duration::from_millis(60));
+    // The SSH handshake takes several round trips: give the connect room, not the probe.
+    let tether = scaled(TetherConfig::for_sshd(&sshd).via(proxy.port(), &sshd))
+        .set("targets.laptop.connect_timeout", "3s")
+        .spawn();
+    assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    assert_eq!(status, 200, "{body}");
+    // 60 ms each way: a probe round trip takes at least 120 ms and still counts as up.
+    let (_, health) = tether.health();
+    let latency = health["targets"]["laptop"]["transport"]["latency_ms"]
+        .as_f64()
+        .unwrap();
+    eprintln!("probe latency through 2 x 60 ms: {latency} ms");
+    assert!(latency >= 120.0, "{health}");
+    assert!(wait_until(Duration::from_secs(2), || {
+        let (_, h) = tether.health();
+        h["targets"]["laptop"]["consecutive_failures"] == 0
+            && h["targets"]["laptop"]["status"] == "up"
+    }));
+}
+
+#[test]
+fn a_slow_handshake_does_not_outlast_a_call_deadline() {
+    let sshd = Sshd::start();
+    let proxy = Proxy::start(sshd.addr());
+    // 150 ms each way: the SSH handshake (several round trips) takes well over a second.
+    proxy.set_latency(Duration::from_millis(150));
+    let tether = TetherConfig::for_sshd(&sshd)
+        .via(proxy.port(), &sshd)
+        .test_verbs()
+        .set("targets.laptop.connect_timeout", "5s")
+        .spawn();
+    let started = Instant::now();
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"], "timeout_ms": 300}));
+    let took = started.elapsed();
+    eprintln!(
+        "a call with a 300 ms deadline during a slow handshake answered {status} in {took:?}"
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (504, Some("timeout")),
+        "{body}"
+    );
+    assert!(took <= Duration::from_millis(400), "{took:?}");
+    assert_eq!(sshd.count("reset", &[]), 0);
+    // The connect was not abandoned for good: the target comes up and calls succeed.
+    assert!(wait_until(Duration::from_secs(10), || tether.status() == "up"));
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    assert_eq!(status, 200, "{body}");
+}

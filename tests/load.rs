@@ -1,0 +1,104 @@
+//! Issue 4, item 6: many more callers than channels. Every caller gets a result or `busy`
+//! after queue_timeout, nothing panics, memory stays bounded.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::http;
+use common::sshd::Sshd;
+use common::tether::{Tether, TetherConfig};
+use serde_json::{Value, json};
+
+/// Runs `bodies` as concurrent calls, released together; returns (status, body, time taken).
+fn concurrent(tether: &Tether, bodies: Vec<Value>) -> Vec<(u16, Value, Duration)> {
+    let start = Arc::new(Barrier::new(bodies.len()));
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let socket: PathBuf = tether.socket_path().to_path_buf();
+            let start = start.clone();
+            std::thread::spawn(move || {
+                start.wait();
+                let t = Instant::now();
+                let (status, answer) = http::post_json(&socket, "/v1/call", &body);
+                (status, answer, t.elapsed())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+fn in_use_is_zero(tether: &Tether) -> bool {
+    tether.metric("tether_channels_in_use{target=\"laptop\"}") == 0.0
+}
+
+/// Peak resident memory of a process (VmHWM in /proc/PID/status), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+#[test]
+fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_bounded() {
+    const QUEUE_TIMEOUT: Duration = Duration::from_millis(300);
+    const RSS_BOUND_KIB: u64 = 64 * 1024;
+    let sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
+        .set("targets.laptop.queue_timeout", "300ms")
+        .spawn();
+    assert!(common::wait_until(Duration::from_secs(5), || tether
+        .status()
+        == "up"));
+    let before = peak_rss_kib(tether.pid());
+    // Half hold a channel for a second, half are quick: some queued callers get a channel in
+    // time, the rest are told busy.
+    let bodies = (0..500)
+        .map(|i| match i % 2 {
+            0 => json!({"verb": "sleep", "args": ["1"]}),
+            _ => json!({"verb": "reset", "args": [format!("s{i}")]}),
+        })
+        .collect();
+    let answers = concurrent(&tether, bodies);
+    let peak = peak_rss_kib(tether.pid());
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<Duration> = answers
+        .iter()
+        .filter(|a| a.0 == 429 && a.1["error"]["code"] == "busy")
+        .map(|a| a.2)
+        .collect();
+    eprintln!(
+        "item 6: 500 callers on 16 channels: {ok} results, {} busy after {:?} to {:?} \
+         (queue_timeout {QUEUE_TIMEOUT:?}); peak RSS {} KiB (before the burst {before} KiB, \
+         bound {RSS_BOUND_KIB} KiB)",
+        busy.len(),
+        busy.iter().min().unwrap(),
+        busy.iter().max().unwrap(),
+        peak,
+    );
+    for (status, body, _) in &answers {
+        assert!(
+            *status == 200 || (*status == 429 && body["error"]["code"] == "busy"),
+            "{status} {body}"
+        );
+    }
+    assert_eq!(ok + busy.len(), 500);
+    assert!(ok >= 16 && !busy.is_empty(), "{ok} ok");
+    assert!(*busy.iter().min().unwrap() >= QUEUE_TIMEOUT - Duration::from_millis(5));
+    assert!(*busy.iter().max().unwrap() <= QUEUE_TIMEOUT + Duration::from_secs(1));
+    assert!(peak <= RSS_BOUND_KIB, "peak RSS {peak} KiB");
+    let logs = tether.logs();
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        in_use_is_zero(&tether)
+    }));
+    let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
+    assert_eq!(status, 200, "{body}");
+}
