@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::health::Status;
+use crate::ssh::conn::Connection;
 use crate::ssh::exec::{self, Command, ExecError};
 use crate::target::Target;
 use crate::validation::command_line;
@@ -58,24 +59,35 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
     }
 }
 
-/// One transport probe; a connection that does not answer in time is retired.
+/// One transport probe: every live connection is pinged at once (connecting when there is
+/// none), and one that does not answer in time is retired, so calls stop waiting on it. The
+/// target's transport is ok when any connection answered.
 async fn transport(target: &Target) -> bool {
     let start = Instant::now();
-    let bound = target.config.probe.timeout;
-    let result = match target.pool.connections.any().await {
-        Ok(conn) => {
-            let pinged = conn.ping(bound).await;
-            if pinged.is_err() {
-                target.pool.connections.discard(&conn).await;
-            }
-            pinged.map_err(|e| match e {
-                Error::Timeout(_) => Error::UpstreamUnreachable(format!(
-                    "no answer to an SSH ping within {bound:?} (probe.timeout): the remote may be frozen or asleep"
-                )),
-                other => other,
-            })
-        }
+    let live = match target.pool.connections.live() {
+        live if live.is_empty() => target.pool.connections.any().await.map(|conn| vec![conn]),
+        live => Ok(live),
+    };
+    let result = match live {
         Err(e) => Err(e),
+        Ok(live) => {
+            let mut pings = tokio::task::JoinSet::new();
+            for conn in live {
+                pings.spawn(ping(target.config.probe.timeout, conn));
+            }
+            let mut best = None;
+            while let Some(Ok((conn, answer))) = pings.join_next().await {
+                if answer.is_err() {
+                    target.pool.connections.discard(&conn).await;
+                }
+                best = match (best, answer) {
+                    (Some(Ok(fastest)), Ok(latency)) => Some(Ok(std::cmp::min(fastest, latency))),
+                    (Some(Ok(latency)), Err(_)) | (_, Ok(latency)) => Some(Ok(latency)),
+                    (_, Err(e)) => Some(Err(e)),
+                };
+            }
+            best.unwrap_or_else(|| Err(Error::Internal("no ping finished".into())))
+        }
     };
     let elapsed = start.elapsed();
     target
@@ -95,6 +107,20 @@ async fn transport(target: &Target) -> bool {
         }
     }
     result.is_ok()
+}
+
+/// One SSH round trip on `conn`, bounded by the probe timeout.
+async fn ping(
+    bound: Duration,
+    conn: Arc<Connection>,
+) -> (Arc<Connection>, Result<Duration, Error>) {
+    let answer = conn.ping(bound).await.map_err(|e| match e {
+        Error::Timeout(_) => Error::UpstreamUnreachable(format!(
+            "no answer to an SSH ping within {bound:?} (probe.timeout): the remote may be frozen or asleep"
+        )),
+        other => other,
+    });
+    (conn, answer)
 }
 
 /// One shim probe: the configured verb, through the shim, on a channel outside the pool.

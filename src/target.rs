@@ -57,6 +57,7 @@ impl Target {
             config.channels_per_connection,
             config.probe.interval.mul_f64(0.9),
             metrics.clone(),
+            tracker.clone(),
         ));
         let pool = SlotPool::new(
             name,

@@ -168,3 +168,33 @@ fn a_slow_handshake_does_not_outlast_a_call_deadline() {
     let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn every_frozen_connection_is_retired_at_the_first_failed_probe() {
+    let sshd = Sshd::start();
+    let tether = scaled(TetherConfig::for_sshd(&sshd))
+        .set("targets.laptop.channels_per_connection", 2)
+        .spawn();
+    // Three calls at once on two-channel connections: a second connection opens.
+    let calls: Vec<_> = (0..3)
+        .map(|_| tether.call_in_background(json!({"verb": "sleep", "args": ["1"]})))
+        .collect();
+    for call in calls {
+        assert_eq!(call.join().unwrap().0, 200);
+    }
+    let connections = "tether_connections{target=\"laptop\"}";
+    assert!(wait_until(Duration::from_secs(5), || tether
+        .metric(connections)
+        == 2.0));
+    let frozen = Instant::now();
+    sshd.stop();
+    assert!(wait_until(Duration::from_secs(5), || tether
+        .metric(connections)
+        == 0.0));
+    let retired = frozen.elapsed();
+    eprintln!("both frozen connections retired {retired:?} after the freeze");
+    // One probe: at most a tick's wait plus probe.timeout (one interval each). Retiring them
+    // one per probe would take two ticks and two timeouts, about 4 intervals.
+    assert!(retired < 3 * INTERVAL, "{retired:?}");
+    sshd.resume();
+}

@@ -101,8 +101,8 @@ impl Connection {
             Ok(result) => result,
             Err(_) => Err(match dropped.lock().expect("poisoned").take() {
                 Some(e) => Error::UpstreamUnreachable(format!(
-                    "{e} again and again for {bound:?} (connect_timeout): the server is \
-                     refusing new connections (sshd MaxStartups?)"
+                    "{e}, again and again for {bound:?} (connect_timeout): the server is \
+                     refusing new connections (sshd MaxStartups?), or is not an SSH server"
                 )),
                 None => Error::UpstreamUnreachable(format!(
                     "no SSH session with {addr} within {bound:?} (connect_timeout): the remote \

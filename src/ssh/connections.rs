@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use super::conn::{Connection, Endpoint};
 use crate::error::Error;
@@ -23,8 +24,11 @@ pub struct Connections {
     /// Longest pause between attempts while the remote stays away.
     backoff_cap: Duration,
     live: Mutex<Vec<Arc<Connection>>>,
-    /// Serialises connection attempts.
-    connecting: tokio::sync::Mutex<()>,
+    /// Serialises connection attempts; an attempt holds it until its result is recorded.
+    connecting: Arc<tokio::sync::Mutex<()>>,
+    /// Attempts run as tasks here, so that a caller who gives up (its deadline passed) does
+    /// not abandon a handshake half-way: the next caller finds its connection.
+    tracker: TaskTracker,
     last_failure: Mutex<Option<Failure>>,
     metrics: TargetMetrics,
 }
@@ -44,6 +48,7 @@ impl Connections {
         per_connection: usize,
         backoff_cap: Duration,
         metrics: TargetMetrics,
+        tracker: TaskTracker,
     ) -> Self {
         Connections {
             endpoint,
@@ -51,7 +56,8 @@ impl Connections {
             per_connection,
             backoff_cap,
             live: Mutex::new(Vec::new()),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Arc::new(tokio::sync::Mutex::new(())),
+            tracker,
             last_failure: Mutex::new(None),
             metrics,
         }
@@ -66,7 +72,7 @@ impl Connections {
     }
 
     /// Any live connection, else a new one (for probes).
-    pub async fn any(&self) -> Result<Arc<Connection>, Error> {
+    pub async fn any(self: &Arc<Self>) -> Result<Arc<Connection>, Error> {
         let asked = Instant::now();
         if let Some(conn) = self.live().into_iter().next() {
             return Ok(conn);
@@ -77,7 +83,7 @@ impl Connections {
     /// A connection with room for one more slot, leased to the caller. When every connection
     /// is at its (learned) capacity and no more may be opened, the least loaded one is shared:
     /// its channel opens then wait for the server to free one.
-    pub async fn lease(&self) -> Result<Arc<Connection>, Error> {
+    pub async fn lease(self: &Arc<Self>) -> Result<Arc<Connection>, Error> {
         let asked = Instant::now();
         let conn = match self.with_room() {
             Some(conn) => conn,
@@ -105,11 +111,11 @@ impl Connections {
     /// back-off has not run out, is shared. At `max_connections`, the least loaded
     /// connection is shared instead.
     async fn connect(
-        &self,
+        self: &Arc<Self>,
         asked: Instant,
         reuse: impl Fn(&[Arc<Connection>]) -> Option<Arc<Connection>>,
     ) -> Result<Arc<Connection>, Error> {
-        let _serial = self.connecting.lock().await;
+        let serial = self.connecting.clone().lock_owned().await;
         if let Some(conn) = reuse(&self.live()) {
             return Ok(conn);
         }
@@ -121,6 +127,19 @@ impl Connections {
         if self.live().len() >= self.max_connections {
             return self.least_loaded();
         }
+        let this = self.clone();
+        let attempt = self.tracker.spawn(async move {
+            let result = this.attempt().await;
+            drop(serial);
+            result
+        });
+        attempt
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("connection attempt: {e}"))))
+    }
+
+    /// One connection attempt, its result recorded for everyone.
+    async fn attempt(&self) -> Result<Arc<Connection>, Error> {
         match Connection::open(&self.endpoint, self.per_connection).await {
             Ok(conn) => {
                 self.metrics.connect("ok");
