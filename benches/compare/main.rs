@@ -480,6 +480,7 @@ async fn run(settings: &Settings) -> Report {
         );
         let cpu_before = procstat::cpu_time(pid);
         let sampler = rss_sampler(pid);
+        let perf = (n == LOAD_CALLERS).then(|| Perf::record(pid, "perf-c64.data"));
         let socket = tether.socket_path().to_path_buf();
         let row = throughput(
             Mode::C,
@@ -490,6 +491,7 @@ async fn run(settings: &Settings) -> Report {
         )
         .await;
         let peak = sampler.stop().await;
+        drop(perf);
         if n == LOAD_CALLERS {
             cpu_64 = procstat::cpu_time(pid)
                 .saturating_sub(cpu_before)
