@@ -17,6 +17,10 @@ FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src/ src/
+# Cargo.toml declares the bench target (`make bench`); it is not built here, and cargo 1.95
+# builds the binary without its source, but tests/deploy/check.sh wants every declared
+# target copied, which also keeps older cargo versions happy.
+COPY benches/ benches/
 # /out/run/tether is the socket directory: a fresh named volume mounted there
 # inherits this owner and mode, so tether (65532) can bind and members of group
 # 65532 (the app, via group_add / fsGroup) can reach the socket.

@@ -1,7 +1,7 @@
 # Developer and CI entry points. CI runs .ci/run, which runs `make test`.
 CARGO ?= cargo
 
-.PHONY: test fmt lint demo test-deps deploy-check image
+.PHONY: test fmt lint demo bench test-deps deploy-check image
 
 ## test: install what the integration tests need, then fmt check, clippy, all tests, deploy checks
 test: test-deps
@@ -14,6 +14,12 @@ test: test-deps
 deploy-check:
 	$(CARGO) build --locked
 	TETHER_BIN=target/debug/tether bash tests/deploy/check.sh
+
+## bench: tether against ssh per call, an OpenSSH ControlMaster and a raw russh exec, against
+## a real sshd (release build; a few minutes); prints tables, writes target/bench/compare.json.
+## Knobs: BENCH_CALLS, BENCH_SSH_CALLS, BENCH_PROXY_CALLS, BENCH_SECONDS (benches/compare/main.rs)
+bench: test-deps
+	$(CARGO) bench --locked --bench compare
 
 ## image: the container image (needs a Docker engine)
 image:

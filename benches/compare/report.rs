@@ -1,0 +1,333 @@
+//! The bench's results: the printed tables (Markdown, pasted into the README as they are),
+//! the ratios and the issue's goals with PASS/MISS, and the same as JSON.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::stats::Latency;
+
+/// The ways to call that the bench compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    A,
+    B,
+    C,
+    D,
+    E,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::A => "(a) fresh `ssh` per call",
+            Mode::B => "(b) `ssh` via a ControlMaster",
+            Mode::C => "(c) tether, HTTP on the socket (keep-alive)",
+            Mode::D => "(d) `tether call` (process per call)",
+            Mode::E => "(e) floor: russh exec on an open connection",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencyRow {
+    pub mode: Mode,
+    pub label: &'static str,
+    #[serde(flatten)]
+    pub latency: Latency,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ThroughputRow {
+    pub mode: Mode,
+    pub callers: usize,
+    pub seconds: f64,
+    pub ok: usize,
+    pub errors: usize,
+    pub calls_per_s: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HealthUnderLoad {
+    pub reads: Latency,
+    /// The control: a bare Unix-socket echo round trip, read in turn with the health reads.
+    pub echo: Latency,
+    pub callers: usize,
+    pub turns_ok: usize,
+    pub turn_errors: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Resources {
+    /// VmRSS after start-up and warm-up calls, before any load.
+    pub rss_idle_kib: u64,
+    /// Highest VmRSS sampled while 64 callers ran.
+    pub rss_64_callers_kib: u64,
+    /// VmHWM at the end of the 64-caller phases.
+    pub rss_peak_kib: u64,
+    /// tether's utime+stime per 1,000 calls during the sequential (c) runs.
+    pub cpu_ms_per_1000_sequential: f64,
+    /// The same during the 64-caller (c) throughput run.
+    pub cpu_ms_per_1000_64_callers: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Goal {
+    pub goal: &'static str,
+    pub wanted: String,
+    pub measured: String,
+    pub pass: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub conditions: serde_json::Value,
+    pub latency: Vec<LatencyRow>,
+    pub throughput: Vec<ThroughputRow>,
+    /// Through the delay proxy: `one_way_ms` each way, as configured.
+    pub one_way_ms: f64,
+    /// What the proxy really added per chunk, on average.
+    pub proxy_added_ms: f64,
+    pub latency_proxy: Vec<LatencyRow>,
+    pub health_under_load: HealthUnderLoad,
+    pub resources: Resources,
+    pub ratios: serde_json::Value,
+    pub goals: Vec<Goal>,
+    /// The first failure message per phase that had any.
+    pub first_errors: Vec<(String, String)>,
+}
+
+fn p50(rows: &[LatencyRow], mode: Mode) -> f64 {
+    rows.iter()
+        .find(|r| r.mode == mode)
+        .map_or(f64::NAN, |r| r.latency.p50_ms)
+}
+
+fn rate(rows: &[ThroughputRow], mode: Mode, callers: usize) -> Option<&ThroughputRow> {
+    rows.iter().find(|r| r.mode == mode && r.callers == callers)
+}
+
+impl Report {
+    /// Fills in the ratios and the goals from the measured figures.
+    pub fn judge(&mut self) {
+        let (a, b, c, e) = (
+            p50(&self.latency, Mode::A),
+            p50(&self.latency, Mode::B),
+            p50(&self.latency, Mode::C),
+            p50(&self.latency, Mode::E),
+        );
+        let (tb, tc) = (
+            rate(&self.throughput, Mode::B, 64),
+            rate(&self.throughput, Mode::C, 64),
+        );
+        let (tb_rate, tc_rate) = (
+            tb.map_or(f64::NAN, |r| r.calls_per_s),
+            tc.map_or(f64::NAN, |r| r.calls_per_s),
+        );
+        let tc_errors = tc.map_or(usize::MAX, |r| r.errors);
+        let pc = p50(&self.latency_proxy, Mode::C);
+        let rtt = 2.0 * self.one_way_ms;
+        let proxy_bound = 2.0 * rtt + e + 2.0;
+        let health_p99 = self.health_under_load.reads.p99_ms;
+        let idle_mib = self.resources.rss_idle_kib as f64 / 1024.0;
+        self.ratios = serde_json::json!({
+            "c_over_b_p50": c / b,
+            "c_over_a_p50": c / a,
+            "a_over_c_p50": a / c,
+            "c_over_e_p50": c / e,
+            "c_over_b_throughput_64": tc_rate / tb_rate,
+        });
+        self.goals = vec![
+            Goal {
+                goal: "(c) p50 <= 0.5 x (b) p50",
+                wanted: format!("<= {:.2} ms", 0.5 * b),
+                measured: format!("{c:.2} ms (c/b = {:.2})", c / b),
+                pass: c <= 0.5 * b,
+            },
+            Goal {
+                goal: "(c) >= 20x faster than (a) at p50",
+                wanted: ">= 20x".into(),
+                measured: format!("{:.1}x", a / c),
+                pass: a / c >= 20.0,
+            },
+            Goal {
+                goal: "(c) p50 within 1.25 x the floor (e)",
+                wanted: format!("<= {:.2} ms", 1.25 * e),
+                measured: format!("{c:.2} ms (c/e = {:.2})", c / e),
+                pass: c <= 1.25 * e,
+            },
+            Goal {
+                goal: "64 callers: (c) throughput >= 2 x (b)",
+                wanted: format!(">= {:.0} calls/s", 2.0 * tb_rate),
+                measured: format!("{tc_rate:.0} calls/s ({:.2}x)", tc_rate / tb_rate),
+                pass: tc_rate >= 2.0 * tb_rate,
+            },
+            Goal {
+                goal: "64 callers: (c) zero errors",
+                wanted: "0".into(),
+                measured: tc_errors.to_string(),
+                pass: tc_errors == 0,
+            },
+            Goal {
+                goal: "10 ms each way: (c) p50 <= 2 RTT + floor (e) + 2 ms",
+                wanted: format!("<= {proxy_bound:.2} ms"),
+                measured: format!("{pc:.2} ms"),
+                pass: pc <= proxy_bound,
+            },
+            Goal {
+                goal: "cached /v1/health p99 < 1 ms under load",
+                wanted: "< 1 ms".into(),
+                measured: format!("{health_p99:.3} ms"),
+                pass: health_p99 < 1.0,
+            },
+            Goal {
+                goal: "idle RSS < 20 MiB",
+                wanted: "< 20 MiB".into(),
+                measured: format!("{idle_mib:.1} MiB"),
+                pass: idle_mib < 20.0,
+            },
+        ];
+    }
+
+    /// Markdown tables, as pasted into the README.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let c = &self.conditions;
+        let _ = writeln!(
+            s,
+            "Run {} on {} ({} cores, {} GiB RAM, load average {} at start), OpenSSH {}, \
+             verb `{}` through the test shim.\n",
+            c["date"].as_str().unwrap_or("?"),
+            c["kernel"].as_str().unwrap_or("?"),
+            c["cores"],
+            c["memory_gib"],
+            c["loadavg_start"].as_str().unwrap_or("?"),
+            c["openssh"].as_str().unwrap_or("?"),
+            c["verb"].as_str().unwrap_or("?"),
+        );
+        let _ = writeln!(s, "Sequential latency, one caller:\n");
+        latency_table(&mut s, &self.latency);
+        let r = &self.ratios;
+        let _ = writeln!(
+            s,
+            "\nRatios at p50: c/b = {:.2}, c/a = {:.3} ((a) is {:.1}x slower), c/e = {:.2}.\n",
+            r["c_over_b_p50"].as_f64().unwrap_or(f64::NAN),
+            r["c_over_a_p50"].as_f64().unwrap_or(f64::NAN),
+            r["a_over_c_p50"].as_f64().unwrap_or(f64::NAN),
+            r["c_over_e_p50"].as_f64().unwrap_or(f64::NAN),
+        );
+        let _ = writeln!(
+            s,
+            "Throughput, concurrent callers each calling in a loop:\n"
+        );
+        let _ = writeln!(
+            s,
+            "| callers | (b) calls/s | (b) errors | (c) calls/s | (c) errors | c/b |\n|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut levels: Vec<usize> = self.throughput.iter().map(|t| t.callers).collect();
+        levels.dedup();
+        for n in levels {
+            let (b, c) = (
+                rate(&self.throughput, Mode::B, n),
+                rate(&self.throughput, Mode::C, n),
+            );
+            let cell = |t: Option<&ThroughputRow>| {
+                t.map_or(("-".to_string(), "-".to_string()), |t| {
+                    (format!("{:.0}", t.calls_per_s), t.errors.to_string())
+                })
+            };
+            let ((br, be), (cr, ce)) = (cell(b), cell(c));
+            let ratio = match (b, c) {
+                (Some(b), Some(c)) => format!("{:.2}", c.calls_per_s / b.calls_per_s),
+                _ => "-".into(),
+            };
+            let _ = writeln!(s, "| {n} | {br} | {be} | {cr} | {ce} | {ratio} |");
+        }
+        let _ = writeln!(
+            s,
+            "\nThrough a loopback proxy adding {} ms each way (RTT {} ms; measured {:.2} ms \
+             added per chunk on average):\n",
+            self.one_way_ms,
+            2.0 * self.one_way_ms,
+            self.proxy_added_ms
+        );
+        latency_table(&mut s, &self.latency_proxy);
+        let h = &self.health_under_load;
+        let _ = writeln!(
+            s,
+            "\nCached `GET /v1/health` on a kept-alive connection while {} callers ran turns: \
+             p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms over {} reads ({} errors); {} turns ok, \
+             {} failed meanwhile. The control, a 1-byte echo over a Unix socket served by a \
+             plain thread, read in turn under the same load: p50 {:.3} ms, p99 {:.3} ms, max \
+             {:.3} ms.\n",
+            h.callers,
+            h.reads.p50_ms,
+            h.reads.p99_ms,
+            h.reads.max_ms,
+            h.reads.calls,
+            h.reads.errors,
+            h.turns_ok,
+            h.turn_errors,
+            h.echo.p50_ms,
+            h.echo.p99_ms,
+            h.echo.max_ms
+        );
+        let m = &self.resources;
+        let _ = writeln!(
+            s,
+            "tether's memory: RSS {:.1} MiB idle (warm, before load), {:.1} MiB at 64 callers \
+             (peak VmHWM {:.1} MiB). CPU (utime+stime): {:.0} ms per 1,000 sequential calls, \
+             {:.0} ms per 1,000 calls at 64 callers.\n",
+            m.rss_idle_kib as f64 / 1024.0,
+            m.rss_64_callers_kib as f64 / 1024.0,
+            m.rss_peak_kib as f64 / 1024.0,
+            m.cpu_ms_per_1000_sequential,
+            m.cpu_ms_per_1000_64_callers
+        );
+        let _ = writeln!(
+            s,
+            "Goals (issue 5):\n\n| goal | wanted | measured | |\n|---|---|---|---|"
+        );
+        for g in &self.goals {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                g.goal,
+                g.wanted,
+                g.measured,
+                if g.pass { "PASS" } else { "MISS" }
+            );
+        }
+        if !self.first_errors.is_empty() {
+            let _ = writeln!(s, "\nFirst error per phase:");
+            for (phase, e) in &self.first_errors {
+                let _ = writeln!(s, "- {phase}: {}", e.lines().next().unwrap_or(""));
+            }
+        }
+        s
+    }
+
+    pub fn write_json(&self, path: &Path) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("create target/bench");
+        }
+        let text = serde_json::to_string_pretty(self).expect("serialize report");
+        std::fs::write(path, text + "\n").expect("write compare.json");
+    }
+}
+
+fn latency_table(s: &mut String, rows: &[LatencyRow]) {
+    let _ = writeln!(
+        s,
+        "| | p50 ms | p99 ms | mean ms | calls | errors |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for r in rows {
+        let l = &r.latency;
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            r.label, l.p50_ms, l.p99_ms, l.mean_ms, l.calls, l.errors
+        );
+    }
+}
