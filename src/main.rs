@@ -48,10 +48,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    // The sidecar wants every core; a one-shot client command starts faster on one thread.
+    let mut builder = match cli.command {
+        Command::Serve { .. } | Command::Demo(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
         match cli.command {
             Command::Serve { config } => serve(config).await,
