@@ -4,37 +4,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::http;
 use common::sshd::Sshd;
 use common::tether::{Tether, TetherConfig};
-use serde_json::{Value, json};
-
-/// Runs `bodies` as concurrent calls, released together; returns (status, body, time taken).
-fn concurrent(tether: &Tether, bodies: Vec<Value>) -> Vec<(u16, Value, Duration)> {
-    let start = Arc::new(Barrier::new(bodies.len()));
-    let threads: Vec<_> = bodies
-        .into_iter()
-        .map(|body| {
-            let socket: PathBuf = tether.socket_path().to_path_buf();
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                let t = Instant::now();
-                let (status, answer) = http::post_json(&socket, "/v1/call", &body);
-                (status, answer, t.elapsed())
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
-}
-
-fn in_use_is_zero(tether: &Tether) -> bool {
-    tether.metric("tether_channels_in_use{target=\"laptop\"}") == 0.0
-}
+use serde_json::json;
 
 /// tether's own `duration_ms` of every call that answered `code`, from its log.
 fn logged_durations(tether: &Tether, code: &str) -> Vec<Duration> {
@@ -64,7 +38,7 @@ fn a_hundred_deadlines_answer_timeout_on_time_and_leak_no_slot() {
         .status()
         == "up"));
     let body = json!({"verb": "sleep", "args": ["2"], "timeout_ms": DEADLINE.as_millis() as u64});
-    let answers = concurrent(&tether, vec![body; 100]);
+    let answers = tether.calls_at_once(vec![body; 100]);
     for (status, body, _) in &answers {
         assert_eq!(
             (*status, body["error"]["code"].as_str()),
@@ -103,13 +77,13 @@ fn a_hundred_deadlines_answer_timeout_on_time_and_leak_no_slot() {
     // whole capacity (2 x 8) is back.
     let ended = Instant::now();
     assert!(common::wait_until(Duration::from_secs(10), || {
-        in_use_is_zero(&tether)
+        tether.channels_idle()
     }));
     eprintln!(
         "item 5: tether_channels_in_use back to 0 {:?} after the last timeout",
         ended.elapsed()
     );
-    let answers = concurrent(&tether, vec![json!({"verb": "sleep", "args": ["0.3"]}); 16]);
+    let answers = tether.calls_at_once(vec![json!({"verb": "sleep", "args": ["0.3"]}); 16]);
     for (status, body, took) in &answers {
         assert_eq!(*status, 200, "{body}");
         assert!(
@@ -118,6 +92,6 @@ fn a_hundred_deadlines_answer_timeout_on_time_and_leak_no_slot() {
         );
     }
     assert!(common::wait_until(Duration::from_secs(5), || {
-        in_use_is_zero(&tether)
+        tether.channels_idle()
     }));
 }

@@ -3,37 +3,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::http;
 use common::sshd::Sshd;
-use common::tether::{Tether, TetherConfig};
-use serde_json::{Value, json};
-
-/// Runs `bodies` as concurrent calls, released together; returns (status, body, time taken).
-fn concurrent(tether: &Tether, bodies: Vec<Value>) -> Vec<(u16, Value, Duration)> {
-    let start = Arc::new(Barrier::new(bodies.len()));
-    let threads: Vec<_> = bodies
-        .into_iter()
-        .map(|body| {
-            let socket: PathBuf = tether.socket_path().to_path_buf();
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                let t = Instant::now();
-                let (status, answer) = http::post_json(&socket, "/v1/call", &body);
-                (status, answer, t.elapsed())
-            })
-        })
-        .collect();
-    threads.into_iter().map(|t| t.join().unwrap()).collect()
-}
-
-fn in_use_is_zero(tether: &Tether) -> bool {
-    tether.metric("tether_channels_in_use{target=\"laptop\"}") == 0.0
-}
+use common::tether::TetherConfig;
+use serde_json::json;
 
 /// Peak resident memory of a process (VmHWM in /proc/PID/status), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
@@ -66,7 +40,7 @@ fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_boun
             _ => json!({"verb": "reset", "args": [format!("s{i}")]}),
         })
         .collect();
-    let answers = concurrent(&tether, bodies);
+    let answers = tether.calls_at_once(bodies);
     let peak = peak_rss_kib(tether.pid());
     let ok = answers.iter().filter(|a| a.0 == 200).count();
     let busy: Vec<Duration> = answers
@@ -97,7 +71,7 @@ fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_boun
     let logs = tether.logs();
     assert!(!logs.contains("panicked"), "{logs}");
     assert!(common::wait_until(Duration::from_secs(5), || {
-        in_use_is_zero(&tether)
+        tether.channels_idle()
     }));
     let (status, body) = tether.call(&json!({"verb": "reset", "args": ["s"]}));
     assert_eq!(status, 200, "{body}");

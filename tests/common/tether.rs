@@ -348,6 +348,31 @@ impl Tether {
         assert!(reached, "not {want}: {:#}", self.health().1);
     }
 
+    /// Runs `bodies` as concurrent calls from threads released together; returns each
+    /// (status, body, time taken), in order.
+    pub fn calls_at_once(&self, bodies: Vec<Value>) -> Vec<(u16, Value, Duration)> {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(bodies.len()));
+        let threads: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let socket = self.socket.clone();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    let t = Instant::now();
+                    let (status, answer) = http::post_json(&socket, "/v1/call", &body);
+                    (status, answer, t.elapsed())
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    /// No channel slot is held: every call's channel has been freed.
+    pub fn channels_idle(&self) -> bool {
+        self.metric(&format!("tether_channels_in_use{{target=\"{TARGET}\"}}")) == 0.0
+    }
+
     /// `POST /v1/call` from another thread; join the handle for the answer.
     pub fn call_in_background(&self, body: Value) -> std::thread::JoinHandle<(u16, Value)> {
         let socket = self.socket.clone();
