@@ -37,6 +37,21 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Calls back to back while `go_on` holds; returns (successes, failures, first error).
+    pub async fn call_while(&mut self, go_on: impl Fn() -> bool) -> (usize, usize, Option<String>) {
+        let (mut ok, mut failed, mut first) = (0, 0, None);
+        while go_on() {
+            match self.call().await {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        (ok, failed, first)
+    }
+
     pub async fn call(&mut self) -> Result<(), String> {
         match self {
             Caller::Process { argv, expect } => {

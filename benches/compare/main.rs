@@ -353,19 +353,7 @@ where
     let tasks: Vec<_> = all
         .into_iter()
         .map(|mut caller| {
-            tokio::spawn(async move {
-                let (mut ok, mut failed, mut first) = (0usize, 0usize, None);
-                while Instant::now() < deadline {
-                    match caller.call().await {
-                        Ok(()) => ok += 1,
-                        Err(e) => {
-                            failed += 1;
-                            first.get_or_insert(e);
-                        }
-                    }
-                }
-                (ok, failed, first)
-            })
+            tokio::spawn(async move { caller.call_while(|| Instant::now() < deadline).await })
         })
         .collect();
     let (mut ok, mut failed, mut first) = (0, 0, None);
@@ -520,17 +508,7 @@ async fn run(settings: &Settings) -> Report {
             };
             let stop = stop.clone();
             turners.push(tokio::spawn(async move {
-                let (mut ok, mut failed, mut first) = (0usize, 0usize, None);
-                while !stop.load(Ordering::Relaxed) {
-                    match caller.call().await {
-                        Ok(()) => ok += 1,
-                        Err(e) => {
-                            failed += 1;
-                            first.get_or_insert(e);
-                        }
-                    }
-                }
-                (ok, failed, first)
+                caller.call_while(|| !stop.load(Ordering::Relaxed)).await
             }));
         }
         // Let the callers fill tether's queue before reading.
