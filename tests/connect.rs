@@ -50,6 +50,21 @@ fn rsa_keys_in_openssh_and_pem_form_sign_with_sha2() {
 }
 
 #[test]
+fn ecdsa_keys_log_in_too() {
+    let sshd = Sshd::start();
+    let ecdsa = sshd.authorized_key("client_ecdsa", "ecdsa");
+    let tether = TetherConfig::for_sshd(&sshd)
+        .key(&ecdsa.private_key)
+        .spawn();
+    let (status, body) = health_call(&tether);
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("ok\n")),
+        "{body}"
+    );
+}
+
+#[test]
 fn key_and_known_hosts_from_files() {
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)

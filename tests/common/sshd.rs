@@ -251,19 +251,24 @@ impl Sshd {
     /// The authorized RSA (2048 bit) client key, generated and added to authorized_keys on
     /// first use (sshd rereads authorized_keys at every login).
     pub fn rsa_key(&self) -> &ClientKey {
-        self.rsa.get_or_init(|| {
-            let key = ClientKey::generate(self.dir.path(), "client_rsa", "rsa");
-            let line = format!("{} {}\n", self.restrictions, key.public_key);
-            fs::OpenOptions::new()
-                .append(true)
-                .open(self.dir.path().join("authorized_keys"))
-                .and_then(|mut f| f.write_all(line.as_bytes()))
-                .expect("append to authorized_keys");
-            key
-        })
+        self.rsa
+            .get_or_init(|| self.authorized_key("client_rsa", "rsa"))
     }
 
     /// A fresh ed25519 key that is not in authorized_keys.
+    /// A new key of `kind` (ssh-keygen's -t: "ecdsa", "ed25519", …), authorized with the
+    /// same restrictions as the others.
+    pub fn authorized_key(&self, name: &str, kind: &'static str) -> ClientKey {
+        let key = ClientKey::generate(self.dir.path(), name, kind);
+        let line = format!("{} {}\n", self.restrictions, key.public_key);
+        fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("authorized_keys"))
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .expect("append to authorized_keys");
+        key
+    }
+
     pub fn unauthorized_key(&self) -> ClientKey {
         let dir = tempfile::Builder::new()
             .prefix("unauthorized-")
