@@ -41,6 +41,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use config::Loaded;
 use metrics::Metrics;
@@ -114,7 +115,8 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> Result<(
         ));
     }
     for target in shared.targets.values() {
-        tracker.spawn(probe::run(target.clone(), tracker.clone(), cancel.clone()));
+        let span = tracing::info_span!("probe", target = %target.name);
+        tracker.spawn(probe::run(target.clone(), tracker.clone(), cancel.clone()).instrument(span));
     }
     tracing::info!(socket = %socket.display(), admin = ?admin_addr, targets = shared.targets.len(), "tether is serving");
 

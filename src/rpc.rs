@@ -15,6 +15,7 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::error::Error;
 use crate::http::{BODY_READ_TIMEOUT, Body, accept_loop, json, respond, serve_connection};
@@ -146,14 +147,20 @@ async fn call(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             None => verb_config.timeout,
         };
         let line = command_line(&call.verb, &call.args)?;
-        let run = Box::pin(target.call(Call {
-            verb: &call.verb,
-            verb_config,
-            line,
-            args: &call.args,
-            stdin,
-            timeout,
-        }));
+        // Whatever the call path logs (a connection attempt, a stuck channel) names the call.
+        let span = tracing::info_span!("call", request_id = request_id.as_deref(), target = %target.name, verb = %call.verb);
+        let run = Box::pin(
+            target
+                .call(Call {
+                    verb: &call.verb,
+                    verb_config,
+                    line,
+                    args: &call.args,
+                    stdin,
+                    timeout,
+                })
+                .instrument(span),
+        );
         let (result, cached): (CallResult, bool) = tokio::select! {
             done = run => done,
             _ = shared.hard_stop.cancelled() => (Err(Error::ShuttingDown), false),

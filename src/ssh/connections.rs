@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::conn::{Connection, Endpoint};
 use crate::error::Error;
@@ -128,11 +129,14 @@ impl Connections {
             return self.least_loaded();
         }
         let this = self.clone();
-        let attempt = self.tracker.spawn(async move {
-            let result = this.attempt().await;
-            drop(serial);
-            result
-        });
+        let attempt = self.tracker.spawn(
+            async move {
+                let result = this.attempt().await;
+                drop(serial);
+                result
+            }
+            .in_current_span(),
+        );
         attempt
             .await
             .unwrap_or_else(|e| Err(Error::Internal(format!("connection attempt: {e}"))))

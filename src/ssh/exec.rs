@@ -10,6 +10,7 @@ use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::conn::{Connection, OpenChannel};
 use super::output::Captured;
@@ -59,7 +60,7 @@ pub async fn run<H: Send + 'static>(
     let budget = deadline.saturating_duration_since(Instant::now());
     // The open runs as its own task: if the deadline passes first, it still completes and the
     // channel is closed, instead of being left open on the server for the connection's life.
-    let mut open = tracker.spawn(open_channel(conn.clone(), deadline));
+    let mut open = tracker.spawn(open_channel(conn.clone(), deadline).in_current_span());
     let (channel, hold) = match tokio::time::timeout_at(deadline, &mut open).await {
         Ok(Ok(Ok((channel, opened)))) => (channel, (hold, opened)),
         Ok(Ok(Err(e))) => return Err(ExecError::NotSent(e)),
@@ -70,14 +71,17 @@ pub async fn run<H: Send + 'static>(
         }
         Err(_) => {
             let conn = conn.clone();
-            tracker.spawn(async move {
-                if let Ok(Ok((channel, opened))) = open.await {
-                    let _ = channel.close().await;
-                    let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
-                    drop(opened);
+            tracker.spawn(
+                async move {
+                    if let Ok(Ok((channel, opened))) = open.await {
+                        let _ = channel.close().await;
+                        let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                        drop(opened);
+                    }
+                    drop(hold);
                 }
-                drop(hold);
-            });
+                .in_current_span(),
+            );
             return Err(ExecError::NotSent(Error::Timeout(budget)));
         }
     };
@@ -109,12 +113,15 @@ pub async fn run<H: Send + 'static>(
     match tokio::time::timeout_at(deadline, io).await {
         Ok(Some(output)) => {
             let conn = conn.clone();
-            tracker.spawn(async move {
-                // The server frees its session slot once it has processed our CLOSE; one
-                // round trip after it proves that.
-                let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
-                drop(hold);
-            });
+            tracker.spawn(
+                async move {
+                    // The server frees its session slot once it has processed our CLOSE; one
+                    // round trip after it proves that.
+                    let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                    drop(hold);
+                }
+                .in_current_span(),
+            );
             Ok(output)
         }
         Ok(None) => Err(ExecError::Sent(lost(
@@ -146,7 +153,7 @@ pub async fn run<H: Send + 'static>(
                 }
                 let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
                 drop(hold);
-            });
+            }.in_current_span());
             Err(ExecError::Sent(Error::Timeout(budget)))
         }
     }
