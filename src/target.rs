@@ -128,12 +128,11 @@ impl Target {
                 Err(ExecError::NotSent(Error::UpstreamUnreachable(_))) if attempt < retries => {
                     attempt += 1;
                 }
-                Err(ExecError::NotSent(e) | ExecError::Sent(e)) => {
-                    if matches!(e, Error::Timeout(_)) {
-                        return Err(Error::Timeout(call.timeout));
-                    }
-                    return Err(e);
+                // exec's timeout counts from the slot; the caller's is the whole call.
+                Err(ExecError::NotSent(Error::Timeout(_)) | ExecError::Sent(Error::Timeout(_))) => {
+                    return Err(too_late());
                 }
+                Err(ExecError::NotSent(e) | ExecError::Sent(e)) => return Err(e),
             }
         }
     }

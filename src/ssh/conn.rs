@@ -23,6 +23,8 @@ pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub user: String,
+    /// `host:port` as people write it, for messages.
+    pub addr: String,
     pub connect_timeout: Duration,
     pub credentials: Arc<Credentials>,
     ssh: Arc<client::Config>,
@@ -41,18 +43,10 @@ impl Endpoint {
             host: target.host.clone(),
             port: target.port,
             user: target.user.clone(),
+            addr: target.addr(),
             connect_timeout: target.connect_timeout,
             credentials,
             ssh: Arc::new(ssh),
-        }
-    }
-
-    /// `host:port` for messages.
-    pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
         }
     }
 }
@@ -80,13 +74,13 @@ impl Connection {
     /// the endpoint's connect_timeout. A server that drops the connection during the
     /// handshake (sshd's MaxStartups) is tried again, with back-off, inside that bound.
     pub async fn open(endpoint: &Endpoint, capacity: usize) -> Result<Connection, Error> {
-        let addr = endpoint.addr();
+        let addr = &endpoint.addr;
         let bound = endpoint.connect_timeout;
         let dropped = Mutex::new(None);
         let attempts = async {
             let mut pause = DROPPED_RETRY_FIRST;
             loop {
-                match Self::handshake(endpoint, &addr, capacity).await {
+                match Self::handshake(endpoint, addr, capacity).await {
                     Ok(conn) => return Ok(conn),
                     Err(Handshake::Failed(e)) => return Err(e),
                     Err(Handshake::Dropped(e)) => {

@@ -147,7 +147,7 @@ impl Connections {
         match Connection::open(&self.endpoint, self.per_connection).await {
             Ok(conn) => {
                 self.metrics.connect("ok");
-                tracing::info!(target_addr = %self.endpoint.addr(), conn = conn.id, "SSH connection up");
+                tracing::info!(target_addr = %self.endpoint.addr, conn = conn.id, "SSH connection up");
                 let conn = Arc::new(conn);
                 self.live.lock().expect("poisoned").push(conn.clone());
                 self.live();
@@ -167,9 +167,9 @@ impl Connections {
             error,
             Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. }
         ) {
-            tracing::error!(target_addr = %self.endpoint.addr(), code = error.code(), error = %error, "SSH connection refused for security reasons");
+            tracing::error!(target_addr = %self.endpoint.addr, code = error.code(), error = %error, "SSH connection refused for security reasons");
         } else {
-            tracing::debug!(target_addr = %self.endpoint.addr(), code = error.code(), error = %error, "SSH connection attempt failed");
+            tracing::debug!(target_addr = %self.endpoint.addr, code = error.code(), error = %error, "SSH connection attempt failed");
         }
         let mut last = self.last_failure.lock().expect("poisoned");
         let consecutive = last.as_ref().map_or(1, |f| f.consecutive + 1);
