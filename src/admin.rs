@@ -10,13 +10,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
-use crate::state::Shared;
+use crate::sidecar::Sidecar;
 use crate::status_page;
 
 /// Accepts admin connections until `cancel` fires.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -32,7 +32,7 @@ pub async fn serve(
     accept_loop("admin port", accept, serve, cancel.clone()).await;
 }
 
-fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+fn route(shared: &Sidecar, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
         return respond(405, "text/plain", "only GET is served here\n");
     }

@@ -4,14 +4,14 @@
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
 //! - [`error`]: the one error enum with the SPEC's codes, HTTP statuses and retry hints.
-//! - [`validation`]: the argument charset and command-line limits.
+//! - [`args`]: the argument charset and command-line limits.
 //! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, retry).
 //! - [`cache`]: single-flight result cache for verbs with a `cache_ttl`.
 //! - [`health`] and [`probe`]: the cached probe results and the loop that feeds them.
 //! - [`metrics`]: every SPEC metric on tether's own registry.
 //! - [`http`], [`rpc`], [`admin`], [`status_page`]: the Unix-socket RPC and the admin port.
-//! - [`state`]: what the servers share, and the drain flags.
+//! - [`sidecar`]: what the servers share, and the drain flags.
 //! - [`shutdown`]: signals; [`cli`]: the `call`, `check` and `config` commands.
 //! - [`demo`]: `tether demo`, a loopback SSH server with a built-in shim behind the real sidecar.
 #![forbid(unsafe_code)]
@@ -29,10 +29,10 @@ pub mod probe;
 pub mod rpc;
 pub mod shutdown;
 pub mod ssh;
-pub mod state;
+pub mod sidecar;
 pub mod status_page;
 pub mod target;
-pub mod validation;
+pub mod args;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -45,7 +45,7 @@ use tracing::Instrument;
 
 use config::Loaded;
 use metrics::Metrics;
-use state::Shared;
+use sidecar::Sidecar;
 use target::Target;
 
 /// How long in-flight calls get, after the grace period, to send their `shutting_down`.
@@ -93,7 +93,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> Result<(
             })?),
         };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(Sidecar::new(
         config.server.clone(),
         targets,
         config.verbs.clone(),
@@ -140,7 +140,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Refuses new calls and gives those in flight up to `grace`; past it, they answer
 /// `shutting_down` rather than silence.
-async fn drain(shared: &Shared, grace: Duration) {
+async fn drain(shared: &Sidecar, grace: Duration) {
     shared.start_draining();
     shared.calls.close();
     let in_flight = shared.calls.len();

@@ -11,10 +11,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::error::Error;
 use crate::health::Status;
-use crate::ssh::conn::Connection;
+use crate::ssh::connection::Connection;
 use crate::ssh::exec::{self, Command, ExecError};
 use crate::target::Target;
-use crate::validation::command_line;
+use crate::args::command_line;
 
 /// Output of a shim probe is small; anything more is not kept.
 const SHIM_OUTPUT_CAP: usize = 64 * 1024;

@@ -19,9 +19,9 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::http::{BODY_READ_TIMEOUT, Body, accept_loop, json, respond, serve_connection};
-use crate::state::Shared;
+use crate::sidecar::Sidecar;
 use crate::target::{Call, CallResult};
-use crate::validation::command_line;
+use crate::args::command_line;
 
 /// Longest request id accepted from a caller.
 const MAX_REQUEST_ID: usize = 128;
@@ -68,7 +68,7 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
 /// (SO_PEERCRED) get `forbidden` for every request.
 pub async fn serve(
     listener: UnixListener,
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -92,7 +92,7 @@ pub async fn serve(
     accept_loop("RPC socket", accept, serve, cancel.clone()).await;
 }
 
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn route(shared: Arc<Sidecar>, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/call") => {
             let tracked = shared.calls.track_future(call(shared.clone(), req));
@@ -117,7 +117,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-async fn call(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+async fn call(shared: Arc<Sidecar>, req: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let mut request_id = None;
     let mut labels = None;

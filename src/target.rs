@@ -13,8 +13,8 @@ use crate::config::{Credentials, TargetConfig, VerbConfig};
 use crate::error::Error;
 use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
-use crate::ssh::conn::Endpoint;
-use crate::ssh::connections::Connections;
+use crate::ssh::connection::Endpoint;
+use crate::ssh::connection_set::ConnectionSet;
 use crate::ssh::exec::{self, Command, ExecError, Output};
 use crate::ssh::pool::SlotPool;
 
@@ -51,7 +51,7 @@ impl Target {
         tracker: TaskTracker,
     ) -> Target {
         let endpoint = Endpoint::new(&config, credentials);
-        let connections = Arc::new(Connections::new(
+        let connections = Arc::new(ConnectionSet::new(
             endpoint,
             config.max_connections,
             config.channels_per_connection,

@@ -10,7 +10,7 @@ use russh::keys::{PrivateKey, PublicKey};
 
 use super::{Config, ConfigErrors, TargetConfig};
 use crate::ssh::{keys, known_hosts};
-use crate::validation::check_arg;
+use crate::args::check_arg;
 
 /// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;

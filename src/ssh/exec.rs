@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::conn::{Connection, OpenChannel};
+use super::connection::{Connection, OpenChannel};
 use super::output::Captured;
 use crate::error::Error;
 

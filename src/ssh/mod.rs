@@ -1,7 +1,7 @@
 //! Everything SSH: keys, pinned host keys, connections, the slot pool and command execution.
 
-pub mod conn;
-pub mod connections;
+pub mod connection;
+pub mod connection_set;
 pub mod exec;
 pub mod keys;
 pub mod known_hosts;

@@ -11,8 +11,8 @@ use deadpool::managed::{
 };
 use tokio::time::Instant;
 
-use super::conn::Connection;
-use super::connections::Connections;
+use super::connection::Connection;
+use super::connection_set::ConnectionSet;
 use crate::error::Error;
 use crate::metrics::TargetMetrics;
 
@@ -29,7 +29,7 @@ impl Drop for Slot {
 
 /// deadpool's view: creating a slot leases a connection (opening one if needed).
 pub struct SlotManager {
-    connections: Arc<Connections>,
+    connections: Arc<ConnectionSet>,
 }
 
 impl managed::Manager for SlotManager {
@@ -55,7 +55,7 @@ pub type PooledSlot = managed::Object<SlotManager>;
 /// The pool of one target.
 pub struct SlotPool {
     pool: managed::Pool<SlotManager>,
-    pub connections: Arc<Connections>,
+    pub connections: Arc<ConnectionSet>,
     metrics: TargetMetrics,
     name: String,
 }
@@ -63,7 +63,7 @@ pub struct SlotPool {
 impl SlotPool {
     pub fn new(
         name: &str,
-        connections: Arc<Connections>,
+        connections: Arc<ConnectionSet>,
         capacity: usize,
         metrics: TargetMetrics,
     ) -> Self {

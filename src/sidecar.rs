@@ -14,8 +14,8 @@ use crate::health::Status;
 use crate::metrics::Metrics;
 use crate::target::Target;
 
-/// Shared state of a running tether.
-pub struct Shared {
+/// What the servers of a running tether share.
+pub struct Sidecar {
     pub server: ServerConfig,
     pub targets: BTreeMap<String, Arc<Target>>,
     pub verbs: BTreeMap<String, VerbConfig>,
@@ -28,14 +28,14 @@ pub struct Shared {
     pub hard_stop: CancellationToken,
 }
 
-impl Shared {
+impl Sidecar {
     pub fn new(
         server: ServerConfig,
         targets: BTreeMap<String, Arc<Target>>,
         verbs: BTreeMap<String, VerbConfig>,
         metrics: Metrics,
     ) -> Self {
-        Shared {
+        Sidecar {
             server,
             targets,
             verbs,

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::conn::{Connection, Endpoint};
+use super::connection::{Connection, Endpoint};
 use crate::error::Error;
 use crate::metrics::TargetMetrics;
 
@@ -18,7 +18,7 @@ use crate::metrics::TargetMetrics;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 
 /// The live connections of one target.
-pub struct Connections {
+pub struct ConnectionSet {
     endpoint: Endpoint,
     max_connections: usize,
     per_connection: usize,
@@ -42,7 +42,7 @@ struct Failure {
     retry_at: Instant,
 }
 
-impl Connections {
+impl ConnectionSet {
     pub fn new(
         endpoint: Endpoint,
         max_connections: usize,
@@ -51,7 +51,7 @@ impl Connections {
         metrics: TargetMetrics,
         tracker: TaskTracker,
     ) -> Self {
-        Connections {
+        ConnectionSet {
             endpoint,
             max_connections,
             per_connection,
