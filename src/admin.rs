@@ -37,7 +37,10 @@ fn route(shared: &Sidecar, req: Request<Incoming>) -> Response<Body> {
         return respond(405, "text/plain", "only GET is served here\n");
     }
     match req.uri().path() {
-        "/metrics" => respond(200, "text/plain; version=0.0.4", shared.metrics.render()),
+        "/metrics" => {
+            shared.refresh_gauges();
+            respond(200, "text/plain; version=0.0.4", shared.metrics.render())
+        }
         "/livez" => respond(200, "text/plain", "ok\n"),
         "/readyz" if shared.is_draining() => respond(503, "text/plain", "draining\n"),
         "/readyz" => respond(200, "text/plain", "ready\n"),

@@ -63,6 +63,15 @@ impl Error {
         }
     }
 
+    /// A refusal for security reasons (the host key or our key): an operator must act, so it
+    /// is logged at ERROR and shown as the target's last error.
+    pub fn is_security(&self) -> bool {
+        matches!(
+            self,
+            Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. }
+        )
+    }
+
     fn describe(&self) -> (&'static str, u16, Retry) {
         use Retry::*;
         match self {

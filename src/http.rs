@@ -6,7 +6,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -14,7 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub type Body = Full<Bytes>;
+/// Every response body: a whole one, or one written piece by piece (a streamed call, or a
+/// large answer serialized from its buffers).
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Pause after a failed accept.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
@@ -31,11 +34,15 @@ pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
 }
 
 pub fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    respond_with(status, content_type, Full::new(body.into()).boxed_unsync())
+}
+
+pub fn respond_with(status: u16, content_type: &str, body: Body) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header("content-type", content_type)
         .header("cache-control", "no-store")
-        .body(Full::new(body.into()))
+        .body(body)
         .expect("static headers are valid")
 }
 

@@ -56,8 +56,8 @@ impl Endpoint {
 pub struct Connection {
     pub id: u64,
     handle: Handle<PinnedHost>,
-    /// Pool slots currently bound to this connection.
-    pub leases: AtomicUsize,
+    /// Pool slots currently bound to this connection (see [`Lease`]).
+    leases: AtomicUsize,
     /// Channels open on it right now (calls and probes), until the server has freed them.
     open_channels: AtomicUsize,
     /// How many slots it may carry: `channels_per_connection`, lowered when the server
@@ -179,6 +179,28 @@ impl Connection {
         }
     }
 
+    /// A lease when the connection has room for one more slot: the check and the count are
+    /// one atomic step, so concurrent callers never overcommit it.
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        self.leases
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.capacity()).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Lease(self.clone()))
+    }
+
+    /// A lease whatever the room: its channel opens wait for the server to free one.
+    pub fn lease_beyond_capacity(self: &Arc<Self>) -> Lease {
+        self.leases.fetch_add(1, Ordering::SeqCst);
+        Lease(self.clone())
+    }
+
+    /// Slots bound to this connection right now.
+    pub fn leased(&self) -> usize {
+        self.leases.load(Ordering::SeqCst)
+    }
+
     /// How many slots this connection may carry.
     pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::SeqCst)
@@ -215,17 +237,34 @@ impl Connection {
         &self.handle
     }
 
-    /// Says goodbye to the server; used when draining.
+    /// Retires the connection and says goodbye to the server, waiting at most
+    /// [`DISCONNECT_TIMEOUT`] for a frozen one.
     pub async fn close(&self) {
         self.retired.store(true, Ordering::SeqCst);
-        let _ = self
-            .handle
-            .disconnect(
-                russh::Disconnect::ByApplication,
-                "tether is shutting down",
-                "en",
-            )
-            .await;
+        let goodbye = self.handle.disconnect(
+            russh::Disconnect::ByApplication,
+            "tether is closing this connection",
+            "en",
+        );
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, goodbye).await;
+    }
+}
+
+/// How long a polite goodbye may take before the connection is simply dropped.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A pool slot's claim on a connection; the count goes back when it drops.
+pub struct Lease(Arc<Connection>);
+
+impl Lease {
+    pub fn conn(&self) -> &Arc<Connection> {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.leases.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
