@@ -19,6 +19,10 @@ use crate::http::{Body, respond, respond_with};
 use crate::ssh::exec::Stream;
 use crate::utf8::Utf8Pieces;
 
+/// Output up to this size is answered as one body with a Content-Length; larger output is
+/// serialized piece by piece as hyper writes it (chunked), so it is never held twice.
+const WHOLE_UP_TO: usize = 64 << 10;
+
 /// The `error` object of an error answer or event.
 #[derive(Serialize)]
 struct ErrorFields<'a> {
@@ -88,6 +92,7 @@ pub fn buffered(answer: Answer) -> Response<Body> {
         duration_ms: crate::health::millis(meta.duration),
         cached: meta.cached,
     };
+    let small = out.len() <= WHOLE_UP_TO;
     let mut head = serde_json::to_vec(&summary).expect("serializable");
     head.pop(); // the closing brace: the output fields follow
     head.extend_from_slice(br#","stdout":""#);
@@ -96,6 +101,12 @@ pub fn buffered(answer: Answer) -> Response<Body> {
         .chain(std::iter::once(Bytes::from_static(br#"","stderr":""#)))
         .chain(EscapedText::new(out, Stream::Stderr))
         .chain(std::iter::once(Bytes::from_static(b"\"}")));
+    if small {
+        // The usual case: one body with a Content-Length, written at once.
+        let mut whole = Vec::new();
+        frames.for_each(|b| whole.extend_from_slice(&b));
+        return respond(200, "application/json", whole);
+    }
     respond_with(200, "application/json", Body::new(Frames(frames)))
 }
 
