@@ -1,4 +1,4 @@
-//! The one error type that leaves tether: every variant has a stable SPEC code, an HTTP
+//! The one error type that leaves tether: every variant has a stable code (docs/rpc.md), an HTTP
 //! status and a retry hint, all decided in one place.
 
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code from the SPEC's table.
+    /// The stable code from the table in docs/rpc.md.
     pub fn code(&self) -> &'static str {
         self.describe().0
     }

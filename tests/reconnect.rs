@@ -180,12 +180,18 @@ fn an_idempotent_verb_cut_mid_command_is_sent_again_and_answers_200() {
         .spawn();
     assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
     let call = tether.call_in_background(json!({"verb": "sleep", "args": ["1"]}));
-    assert!(wait_until(Duration::from_secs(5), || sshd.count("sleep", &["1"]) == 1));
+    assert!(wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &["1"])
+        == 1));
     sshd.kill_sessions();
     let (status, body) = call.join().unwrap();
     assert_eq!(status, 200, "{body}\n{}", tether.logs());
     assert_eq!(body["stdout"], "slept 1\n");
-    assert_eq!(sshd.count("sleep", &["1"]), 2, "sent once more after the cut");
+    assert_eq!(
+        sshd.count("sleep", &["1"]),
+        2,
+        "sent once more after the cut"
+    );
     assert_eq!(
         tether.metric("tether_connects_total{result=\"ok\",target=\"laptop\"}"),
         2.0,

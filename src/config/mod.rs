@@ -1,4 +1,4 @@
-//! The configuration: typed keys with their defaults (SPEC § Configuration).
+//! The configuration: typed keys with their defaults (docs/config.md).
 //!
 //! [`load`] reads the sources and [`validate`] turns the result into a [`Loaded`] config whose
 //! keys and host keys are parsed, reporting every problem at once.
@@ -115,6 +115,16 @@ impl Default for ServerConfig {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The idle and request timeouts of every HTTP connection.
+    pub fn timeouts(&self) -> crate::http::clock::Timeouts {
+        crate::http::clock::Timeouts {
+            idle: self.idle_timeout,
+            request: self.request_timeout,
         }
     }
 }

@@ -17,6 +17,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const DROPPED_RETRY_FIRST: Duration = Duration::from_millis(20);
 const DROPPED_RETRY_MAX: Duration = Duration::from_millis(400);
 
+/// Messages (up to 32 KiB each) russh holds per channel before its reader takes them. russh
+/// widens the server's window as data arrives, not as it is read, so this is what bounds the
+/// output in transit per channel (russh's default, 100, allows 3.2 MiB: 25 MiB for 8 big
+/// answers at once). Call tasks read continuously, so a smaller queue costs no speed.
+const CHANNEL_BUFFER_MESSAGES: usize = 32;
+
 /// What a connection attempt needs: where, as whom, and which host keys to trust.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -37,6 +43,7 @@ impl Endpoint {
             keepalive_interval: Some(target.keepalive_interval),
             keepalive_max: 3,
             inactivity_timeout: None,
+            channel_buffer_size: CHANNEL_BUFFER_MESSAGES,
             ..Default::default()
         };
         Endpoint {
