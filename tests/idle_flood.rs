@@ -42,7 +42,11 @@ fn ten_thousand_idle_connections_do_not_stop_a_call() {
     );
     let sshd = Sshd::start();
     setrlimit(Resource::RLIMIT_NOFILE, 1024, hard).unwrap();
-    let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
+    // A short server.idle_timeout, so that the test sees tether reclaim them.
+    let tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
+        .set("server.idle_timeout", "3s")
+        .spawn();
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let (t_soft, t_hard) = open_files_limit(tether.pid());
     eprintln!(
@@ -91,10 +95,10 @@ fn ten_thousand_idle_connections_do_not_stop_a_call() {
     assert_eq!(status, 200, "{body}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     // About 15 KiB per idle connection (debug build): bounded by the count and reclaimed
-    // by the header read timeout below.
+    // by server.idle_timeout below.
     let rss_kib: u64 = rss.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(rss_kib < 256 * 1024, "{rss}");
-    // They are idle, so hyper's header_read_timeout (10 s) closes them: check a few.
+    // They are idle, so server.idle_timeout closes them: check a few.
     let mut idle = std::mem::take(&mut *idle.lock().unwrap());
     for s in idle.iter_mut().step_by(1000) {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
