@@ -42,6 +42,7 @@ const SPEC: &[(&str, &str, &[&str])] = &[
     ("tether_call_queue_waiting", "gauge", &["target"]),
     ("tether_call_queue_wait_seconds", "histogram", &["target"]),
     ("tether_calls_total", "counter", &["target", "verb", "code"]),
+    ("tether_call_buffered_bytes", "gauge", &[]),
     (
         "tether_call_duration_seconds",
         "histogram",
