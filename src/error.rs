@@ -31,6 +31,14 @@ pub enum Error {
         expected: String,
         received: String,
     },
+    /// The server answers but must not be used as configured (Tailscale SSH, which never
+    /// runs the forced command); `fix` says what to change.
+    #[error("{addr}: {problem}; nothing was sent. Fix: {fix}")]
+    UpstreamMisconfigured {
+        addr: String,
+        problem: String,
+        fix: String,
+    },
     #[error("{0}")]
     UpstreamUnreachable(String),
     #[error("{0}")]
@@ -74,6 +82,7 @@ impl Error {
             Error::Busy { .. } => ("busy", 429, Always),
             Error::UpstreamAuthFailed { .. } => ("upstream_auth_failed", 502, Never),
             Error::HostKeyMismatch { .. } => ("host_key_mismatch", 502, Never),
+            Error::UpstreamMisconfigured { .. } => ("upstream_misconfigured", 502, Never),
             Error::UpstreamUnreachable(_) => ("upstream_unreachable", 503, Always),
             Error::ConnectionLost(_) => ("connection_lost", 503, IfIdempotent),
             Error::ShuttingDown => ("shutting_down", 503, Always),

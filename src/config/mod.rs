@@ -41,6 +41,8 @@ pub const DEFAULT_CHANNELS_PER_CONNECTION: usize = 8;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-stream output cap; beyond it output is cut and flagged.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// A server whose banner says Tailscale SSH is refused: it never runs the forced command.
+pub const DEFAULT_ALLOW_TAILSCALE_SSH: bool = false;
 /// Transport probe period.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Transport probe bound.
@@ -167,6 +169,8 @@ pub struct TargetConfig {
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
     pub max_output_bytes: usize,
+    /// Use a server whose banner says Tailscale SSH anyway (docs/config.md).
+    pub allow_tailscale_ssh: bool,
     pub probe: ProbeConfig,
 }
 
@@ -186,6 +190,7 @@ impl Default for TargetConfig {
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            allow_tailscale_ssh: DEFAULT_ALLOW_TAILSCALE_SSH,
             probe: ProbeConfig::default(),
         }
     }

@@ -1,5 +1,6 @@
 //! Everything SSH: keys, pinned host keys, connections, the slot pool and command execution.
 
+pub mod banner;
 pub mod conn;
 pub mod connections;
 pub mod exec;
