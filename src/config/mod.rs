@@ -4,6 +4,7 @@
 //! keys and host keys are parsed, reporting every problem at once.
 
 mod load;
+mod origins;
 mod secret;
 mod validate;
 
@@ -13,9 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigErrors, load};
+pub use load::{ConfigErrors, Read, load, read};
+pub use origins::Origins;
 pub use secret::Secret;
-pub use validate::{Credentials, Loaded, validate};
+pub use validate::{CredentialParts, Credentials, Loaded, check, credential_parts, validate};
 
 /// Where the RPC socket lives unless configured.
 pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";
