@@ -70,6 +70,7 @@ fn serve_refuses_it_with_upstream_misconfigured_within_connect_timeout() {
     let started = Instant::now();
     let (status, body) = tether.call(&json!({"verb": "health", "args": ["s1"]}));
     let took = started.elapsed();
+    eprintln!("a Tailscale SSH server was refused in {took:?}: {status} {body}");
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (502, Some("upstream_misconfigured")),

@@ -2,7 +2,6 @@
 //! tcp, banner, host_key, auth, then those on the authenticated connection
 //! ([`super::remote`]). Nothing here writes anything anywhere.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,105 +12,25 @@ use tokio::net::TcpStream;
 use super::key;
 use super::remote;
 use super::report::TargetReport;
-use crate::config::{CredentialParts, Credentials, TargetConfig, VerbConfig, credential_parts};
+use super::subject::Subject;
+use crate::config::{CredentialParts, Credentials, TargetConfig, credential_parts};
 use crate::error::Error;
 use crate::ssh::banner::{self, Replay};
 use crate::ssh::conn::{Connection, Endpoint, fingerprint};
-
-/// One target and what the checks need to know about its configuration.
-pub struct Subject<'a> {
-    pub name: &'a str,
-    pub target: &'a TargetConfig,
-    /// Which source set each of the target's keys.
-    pub origins: &'a BTreeMap<String, String>,
-    pub verbs: &'a BTreeMap<String, VerbConfig>,
-}
-
-impl Subject<'_> {
-    /// Where to change target keys `keys`: their variables, or the keys and the file that
-    /// set them ("host and port in [targets.x] of /etc/tether/tether.toml").
-    pub fn where_set(&self, keys: &[&str]) -> String {
-        let mut groups: Vec<(Option<&String>, Vec<&str>)> = Vec::new();
-        for &key in keys {
-            let source = self.origins.get(key);
-            match groups
-                .iter_mut()
-                .find(|(s, _)| *s == source && source.is_some())
-            {
-                Some((_, group)) => group.push(key),
-                None => groups.push((source, vec![key])),
-            }
-        }
-        let shown: Vec<String> = groups
-            .into_iter()
-            .map(|(source, keys)| match source {
-                Some(var) if is_variable(var) => var.clone(),
-                Some(file) => format!(
-                    "{} in [targets.{}] of {file}",
-                    keys.join(" and "),
-                    self.name
-                ),
-                None => format!("targets.{}.{}", self.name, keys[0]),
-            })
-            .collect();
-        shown.join(" and ")
-    }
-
-    /// How to set target key `key` to `value` (a TOML value), where the target is set: as a
-    /// variable when the key, or else the whole target, comes from the environment.
-    pub fn assignment(&self, key: &str, value: &str) -> String {
-        let file = self.origins.values().find(|s| !is_variable(s));
-        match (self.origins.get(key), file) {
-            (Some(source), _) if is_variable(source) && source.starts_with("TETHER_") => {
-                format!("{source}={}", value.trim_matches('"'))
-            }
-            (Some(source), _) if !is_variable(source) => {
-                format!("{key} = {value} in [targets.{}] of {source}", self.name)
-            }
-            (_, Some(file)) => format!("{key} = {value} in [targets.{}] of {file}", self.name),
-            _ => format!(
-                "TETHER_TARGETS__{}__{}={}",
-                self.name.to_ascii_uppercase(),
-                key.replace('.', "__").to_ascii_uppercase(),
-                value.trim_matches('"')
-            ),
-        }
-    }
-
-    /// Where the private key is set, whichever of the two keys is used.
-    fn key_source(&self) -> String {
-        match self.target.private_key_file {
-            Some(_) => self.where_set(&["private_key_file"]),
-            None => self.where_set(&["private_key"]),
-        }
-    }
-
-    fn known_hosts_source(&self) -> String {
-        match self.target.known_hosts_file {
-            Some(_) => self.where_set(&["known_hosts_file"]),
-            None => self.where_set(&["known_hosts"]),
-        }
-    }
-}
-
-/// Whether a key's source is an environment variable (else it is a file).
-fn is_variable(source: &str) -> bool {
-    source.starts_with("TETHER_") || source.starts_with("PALIADIN_")
-}
 
 /// Runs every check of one target.
 pub async fn run(s: &Subject<'_>) -> TargetReport {
     let t = s.target;
     let header = format!("target {} ({}@{})", s.name, t.user, t.addr());
     let mut r = TargetReport::new(s.name, header);
-    r.ok("config", sources(s.origins));
+    r.ok("config", s.sources());
     let CredentialParts { key, host_keys } = credential_parts(s.name, t);
     let tcp = connect(t).await;
-    let local = tcp
+    let ends = tcp
         .as_ref()
         .ok()
-        .and_then(|(stream, _)| stream.local_addr().ok());
-    let from = key::from_address(local.map(|a| a.ip()), &t.host);
+        .and_then(|(stream, _)| Some((stream.local_addr().ok()?, stream.peer_addr().ok()?)));
+    let from = key::from_address(ends.map(|(local, peer)| (local.ip(), peer.ip())));
     match &key {
         Ok(k) => r.ok("key", key::describe(k, &from)),
         Err(e) => r.fail(
@@ -126,7 +45,7 @@ pub async fn run(s: &Subject<'_>) -> TargetReport {
     }
     let stream = match tcp {
         Ok((stream, took)) => {
-            let local = local.map_or_else(String::new, |a| format!(" from {a}"));
+            let local = ends.map_or_else(String::new, |(local, _)| format!(" from {local}"));
             r.ok(
                 "tcp",
                 format!("connected to {} in {}{local}", t.addr(), remote::ms(took)),
@@ -178,30 +97,6 @@ pub async fn run(s: &Subject<'_>) -> TargetReport {
         }
     }
     r
-}
-
-/// "set by FILE: host, port; TETHER_TARGETS__X__USER" from the origins of a target's keys.
-fn sources(origins: &BTreeMap<String, String>) -> String {
-    let mut files: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut variables = Vec::new();
-    for (key, source) in origins {
-        if is_variable(source) {
-            variables.push(source.as_str());
-        } else {
-            files.entry(source).or_default().push(key);
-        }
-    }
-    let mut parts: Vec<String> = files
-        .into_iter()
-        .map(|(file, keys)| format!("{file} ({})", keys.join(", ")))
-        .collect();
-    if !variables.is_empty() {
-        parts.push(format!("environment ({})", variables.join(", ")));
-    }
-    match parts.is_empty() {
-        true => "loaded; every key of this target is at its default".into(),
-        false => format!("loaded; this target is set by {}", parts.join("; ")),
-    }
 }
 
 /// A TCP connection to the target, and how long it took, within connect_timeout.

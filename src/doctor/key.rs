@@ -21,11 +21,12 @@ pub struct FromAddress {
     pub note: Option<String>,
 }
 
-/// Picks `from=` from the local address of tether's TCP connection to `host`. When `host` is
-/// on the tailnet but that address is not, something (Docker's NAT) rewrites it, and the
-/// laptop sees this host's tailnet address instead: then a placeholder with a note.
-pub fn from_address(local: Option<IpAddr>, host: &str) -> FromAddress {
-    let Some(local) = local.map(|ip| ip.to_canonical()) else {
+/// Picks `from=` from the two ends of tether's TCP connection to the target. When the
+/// laptop is on the tailnet but tether's end is not, something (Docker's NAT) rewrites the
+/// address, and the laptop sees this host's tailnet address instead: then a placeholder with
+/// a note.
+pub fn from_address(ends: Option<(IpAddr, IpAddr)>) -> FromAddress {
+    let Some((local, peer)) = ends else {
         return FromAddress {
             value: UNKNOWN_FROM.into(),
             note: Some(
@@ -35,8 +36,8 @@ pub fn from_address(local: Option<IpAddr>, host: &str) -> FromAddress {
             ),
         };
     };
-    let remote_on_tailnet = host.parse::<IpAddr>().is_ok_and(on_tailnet);
-    if remote_on_tailnet && !on_tailnet(local) {
+    let local = local.to_canonical();
+    if on_tailnet(peer) && !on_tailnet(local) {
         return FromAddress {
             value: UNKNOWN_FROM.into(),
             note: Some(format!(
@@ -86,8 +87,8 @@ pub fn describe(key: &PrivateKey, from: &FromAddress) -> String {
 mod tests {
     use super::*;
 
-    fn from(local: &str, host: &str) -> FromAddress {
-        from_address(Some(local.parse().unwrap()), host)
+    fn from(local: &str, peer: &str) -> FromAddress {
+        from_address(Some((local.parse().unwrap(), peer.parse().unwrap())))
     }
 
     #[test]
@@ -98,11 +99,15 @@ mod tests {
             from("::ffff:100.101.1.2", "100.99.98.203").value,
             "100.101.1.2"
         );
+        assert_eq!(
+            from("fd7a:115c:a1e0::1", "fd7a:115c:a1e0::2").value,
+            "fd7a:115c:a1e0::1"
+        );
         let natted = from("172.17.0.2", "100.99.98.203");
         assert_eq!(natted.value, UNKNOWN_FROM);
         assert!(natted.note.unwrap().contains("172.17.0.2"));
-        assert_eq!(from("192.168.1.5", "laptop.local").value, "192.168.1.5");
-        assert!(from_address(None, "h").note.is_some());
+        assert_eq!(from("192.168.1.5", "192.168.1.9").value, "192.168.1.5");
+        assert!(from_address(None).note.is_some());
     }
 
     #[test]

@@ -7,17 +7,19 @@
 //! - [`remote`]: the checks on the authenticated connection: forced_command, sessions,
 //!   latency.
 //! - [`report`]: findings, printed as text or JSON.
+//! - [`subject`]: a target's config and where each key was set, for fixes that name it.
 
 mod checks;
 mod key;
 mod remote;
 mod report;
+mod subject;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use checks::Subject;
 use report::TargetReport;
+use subject::Subject;
 
 use crate::config::{self, Origins, credential_parts};
 

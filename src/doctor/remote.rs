@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::checks::Subject;
 use super::report::TargetReport;
+use super::subject::Subject;
 use crate::ssh::conn::Connection;
 use crate::ssh::exec::{self, Command, ExecError, Output};
 use crate::validation::command_line;
