@@ -10,34 +10,38 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
-use crate::state::Shared;
+use crate::sidecar::Sidecar;
 use crate::status_page;
 
 /// Accepts admin connections until `cancel` fires.
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<Sidecar>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
     let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let timeouts = shared.server.timeouts();
     let serve = |stream| {
         let shared = shared.clone();
         let handler = move |req| {
             let shared = shared.clone();
             async move { route(&shared, req) }
         };
-        serve_connection(stream, handler, &tracker, cancel.clone());
+        serve_connection(stream, handler, timeouts, &tracker, cancel.clone());
     };
     accept_loop("admin port", accept, serve, cancel.clone()).await;
 }
 
-fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+fn route(shared: &Sidecar, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
         return respond(405, "text/plain", "only GET is served here\n");
     }
     match req.uri().path() {
-        "/metrics" => respond(200, "text/plain; version=0.0.4", shared.metrics.render()),
+        "/metrics" => {
+            shared.refresh_gauges();
+            respond(200, "text/plain; version=0.0.4", shared.metrics.render())
+        }
         "/livez" => respond(200, "text/plain", "ok\n"),
         "/readyz" if shared.is_draining() => respond(503, "text/plain", "draining\n"),
         "/readyz" => respond(200, "text/plain", "ready\n"),

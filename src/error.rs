@@ -1,4 +1,4 @@
-//! The one error type that leaves tether: every variant has a stable SPEC code, an HTTP
+//! The one error type that leaves tether: every variant has a stable code (docs/rpc.md), an HTTP
 //! status and a retry hint, all decided in one place.
 
 use std::time::Duration;
@@ -52,7 +52,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code from the SPEC's table.
+    /// The stable code from the table in docs/rpc.md.
     pub fn code(&self) -> &'static str {
         self.describe().0
     }
@@ -69,6 +69,18 @@ impl Error {
             Retry::IfIdempotent => idempotent,
             Retry::Never => false,
         }
+    }
+
+    /// A refusal for security reasons (the host key, our key, or a server that would not
+    /// run the forced command): an operator must act, so it is logged at ERROR and shown as
+    /// the target's last error, and a call to a target known down still answers with it.
+    pub fn is_security(&self) -> bool {
+        matches!(
+            self,
+            Error::HostKeyMismatch { .. }
+                | Error::UpstreamAuthFailed { .. }
+                | Error::UpstreamMisconfigured { .. }
+        )
     }
 
     fn describe(&self) -> (&'static str, u16, Retry) {

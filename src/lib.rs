@@ -3,22 +3,24 @@
 //!
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
-//! - [`error`]: the one error enum with the SPEC's codes, HTTP statuses and retry hints.
-//! - [`validation`]: the argument charset and command-line limits.
+//! - [`error`]: the one error enum with the codes of docs/rpc.md, HTTP statuses and retry hints.
+//! - [`args`]: the argument charset and command-line limits.
 //! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
-//! - [`target`]: one target at run time: the call path (fail fast, queue, run, retry).
-//! - [`cache`]: single-flight result cache for verbs with a `cache_ttl`.
+//! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
+//! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
+//! - [`utf8`]: output bytes to text, piece by piece, never splitting a character.
 //! - [`health`] and [`probe`]: the cached probe results and the loop that feeds them.
-//! - [`metrics`]: every SPEC metric on tether's own registry.
+//! - [`metrics`]: every metric of docs/metrics.md on tether's own registry.
 //! - [`http`], [`rpc`], [`admin`], [`status_page`]: the Unix-socket RPC and the admin port.
-//! - [`state`]: what the servers share, and the drain flags.
+//! - [`sidecar`]: what the servers share, and the drain flags.
 //! - [`shutdown`]: signals; [`cli`]: the `call`, `check` and `config` commands.
 //! - [`demo`]: `tether demo`, a loopback SSH server with a built-in shim behind the real sidecar.
 //! - [`doctor`]: `tether doctor`, the operator's preflight against the real remote.
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod cache;
+pub mod args;
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -30,11 +32,11 @@ pub mod metrics;
 pub mod probe;
 pub mod rpc;
 pub mod shutdown;
+pub mod sidecar;
 pub mod ssh;
-pub mod state;
 pub mod status_page;
 pub mod target;
-pub mod validation;
+pub mod utf8;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -47,8 +49,9 @@ use tracing::Instrument;
 
 use config::Loaded;
 use metrics::Metrics;
-use state::Shared;
-use target::Target;
+use sidecar::Sidecar;
+use ssh::output::Budget;
+use target::{Runtime, Target};
 
 /// How long in-flight calls get, after the grace period, to send their `shutting_down`.
 const HARD_STOP_FLUSH: Duration = Duration::from_secs(2);
@@ -70,6 +73,15 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> Result<(
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let metrics = Metrics::new();
+    let runtime = Runtime {
+        tracker: tracker.clone(),
+        calls: TaskTracker::new(),
+        stop: CancellationToken::new(),
+        budget: Budget::new(
+            config.server.max_buffered_bytes,
+            metrics.call_buffered_bytes.clone(),
+        ),
+    };
     let targets: BTreeMap<String, Arc<Target>> = config
         .targets
         .iter()
@@ -80,26 +92,33 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> Result<(
                 t.clone(),
                 creds,
                 metrics.target(name),
-                tracker.clone(),
+                runtime.clone(),
             );
             (name.clone(), Arc::new(target))
         })
         .collect();
     let socket = config.server.socket.clone();
     let listener = rpc::bind(&socket, config.server.socket_mode.0).map_err(StartError)?;
-    let admin =
-        match config.server.admin_addr.as_str() {
-            "" => None,
-            addr => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-                StartError(format!("cannot listen on server.admin_addr {addr}: {e}"))
-            })?),
-        };
+    let admin = match config.server.admin_addr.as_str() {
+        "" => None,
+        addr => match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                // Nothing will listen on the socket: leave no file behind that looks alive.
+                let _ = std::fs::remove_file(&socket);
+                return Err(StartError(format!(
+                    "cannot listen on server.admin_addr {addr}: {e}"
+                )));
+            }
+        },
+    };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(Sidecar::new(
         config.server.clone(),
         targets,
         config.verbs.clone(),
         metrics,
+        &runtime,
     ));
 
     tracker.spawn(rpc::serve(
@@ -142,7 +161,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()>) -> Result<(
 
 /// Refuses new calls and gives those in flight up to `grace`; past it, they answer
 /// `shutting_down` rather than silence.
-async fn drain(shared: &Shared, grace: Duration) {
+async fn drain(shared: &Sidecar, grace: Duration) {
     shared.start_draining();
     shared.calls.close();
     let in_flight = shared.calls.len();

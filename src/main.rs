@@ -145,7 +145,8 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The module path would be a second "target" key beside the call's target field.
+        LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -1,4 +1,4 @@
-//! Every metric of the SPEC, registered once on tether's own registry. Labels come only from
+//! Every metric of docs/metrics.md, registered once on tether's own registry. Labels come only from
 //! config (target, verb) and the fixed error codes, so their number is bounded.
 
 use prometheus::{
@@ -28,6 +28,9 @@ pub struct Metrics {
     queue_wait: HistogramVec,
     calls: IntCounterVec,
     call_duration: HistogramVec,
+    calls_abandoned: IntCounterVec,
+    /// Output held in memory by buffered calls in flight (and cached results).
+    pub call_buffered_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -119,6 +122,23 @@ impl Metrics {
                 "Call duration, queueing included",
                 &["target", "verb"],
             ),
+            calls_abandoned: counter(
+                &registry,
+                "tether_calls_abandoned_total",
+                "Calls whose caller hung up before the answer; they ran on to their end",
+                &["target", "verb"],
+            ),
+            call_buffered_bytes: {
+                let g = IntGauge::new(
+                    "tether_call_buffered_bytes",
+                    "Output held in memory for calls in flight",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("registered once");
+                g
+            },
             registry,
         }
     }
@@ -140,6 +160,7 @@ impl Metrics {
             queue_wait: self.queue_wait.with_label_values(&[name]),
             calls: self.calls.clone(),
             call_duration: self.call_duration.clone(),
+            calls_abandoned: self.calls_abandoned.clone(),
         }
     }
 
@@ -176,6 +197,7 @@ pub struct TargetMetrics {
     pub queue_wait: Histogram,
     calls: IntCounterVec,
     call_duration: HistogramVec,
+    calls_abandoned: IntCounterVec,
 }
 
 impl TargetMetrics {
@@ -205,6 +227,13 @@ impl TargetMetrics {
         self.call_duration
             .with_label_values(&[&self.name, verb])
             .observe(seconds);
+    }
+
+    /// Counts a call whose caller hung up before its answer.
+    pub fn abandoned(&self, verb: &str) {
+        self.calls_abandoned
+            .with_label_values(&[&self.name, verb])
+            .inc();
     }
 
     /// Calls so far by (verb, code), for the status page.

@@ -9,12 +9,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::args::command_line;
+use crate::call::buffer::Buffer;
 use crate::error::Error;
 use crate::health::Status;
-use crate::ssh::conn::Connection;
-use crate::ssh::exec::{self, Command, ExecError};
+use crate::ssh::connection::Connection;
+use crate::ssh::exec::{self, Command, ExecError, Ran};
 use crate::target::Target;
-use crate::validation::command_line;
 
 /// Output of a shim probe is small; anything more is not kept.
 const SHIM_OUTPUT_CAP: usize = 64 * 1024;
@@ -47,7 +48,7 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
             next_shim = tick + probe.shim_interval;
             let shim_ok = tokio::select! {
                 _ = cancel.cancelled() => return,
-                ok = shim(&target, &tracker) => ok,
+                ok = shim(&target, &tracker, &cancel) => ok,
             };
             if !shim_ok && !recheck_pending {
                 // One failure may be a passing hiccup (a slow laptop under load): look again
@@ -64,8 +65,8 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
 /// target's transport is ok when any connection answered.
 async fn transport(target: &Target) -> bool {
     let start = Instant::now();
-    let live = match target.pool.connections.live() {
-        live if live.is_empty() => target.pool.connections.any().await.map(|conn| vec![conn]),
+    let live = match target.live_connections() {
+        live if live.is_empty() => target.any_connection().await.map(|conn| vec![conn]),
         live => Ok(live),
     };
     let result = match live {
@@ -78,7 +79,7 @@ async fn transport(target: &Target) -> bool {
             let mut best = None;
             while let Some(Ok((conn, answer))) = pings.join_next().await {
                 if answer.is_err() {
-                    target.pool.connections.discard(&conn).await;
+                    target.discard(&conn).await;
                 }
                 best = match (best, answer) {
                     (Some(Ok(fastest)), Ok(latency)) => Some(Ok(std::cmp::min(fastest, latency))),
@@ -124,20 +125,19 @@ async fn ping(
 }
 
 /// One shim probe: the configured verb, through the shim, on a channel outside the pool.
-async fn shim(target: &Target, tracker: &TaskTracker) -> bool {
+async fn shim(target: &Target, tracker: &TaskTracker, cancel: &CancellationToken) -> bool {
     let probe = &target.config.probe;
     let start = Instant::now();
     let result = async {
-        let conn = target.pool.connections.any().await?;
-        let cmd = Command {
-            line: command_line(&probe.shim_verb, &probe.shim_args)?,
-            stdin: None,
-            max_output: SHIM_OUTPUT_CAP,
-        };
-        let out = exec::run(&conn, cmd, start + probe.timeout, (), tracker)
-            .await
-            .map_err(|(ExecError::NotSent(e) | ExecError::Sent(e))| e)?;
-        let ended = match (out.exit_status, &out.exit_signal) {
+        let conn = target.any_connection().await?;
+        let line = command_line(&probe.shim_verb, &probe.shim_args)?;
+        let cmd = Command { line, stdin: None };
+        let mut buffer = Buffer::new(SHIM_OUTPUT_CAP, target.budget());
+        let Ran { result, release } =
+            exec::run(&conn, &cmd, start + probe.timeout, cancel, (), &mut buffer).await;
+        tracker.spawn(release);
+        let out = buffer.finish(result.map_err(ExecError::into_error)?);
+        let ended = match (out.exit.status, &out.exit.signal) {
             (Some(0), _) => return Ok(start.elapsed()),
             (Some(status), _) => format!("exited with status {status}"),
             (None, Some(signal)) => format!("was killed by SIG{signal}"),
@@ -146,7 +146,7 @@ async fn shim(target: &Target, tracker: &TaskTracker) -> bool {
         Err(Error::UpstreamUnreachable(format!(
             "the shim probe `{}` {ended}: {}; SSH works, so check the shim on the remote \
              (and probe.shim_args)",
-            command_line(&probe.shim_verb, &probe.shim_args)?,
+            cmd.line,
             out.stderr.text().trim()
         )))
     }

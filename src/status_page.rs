@@ -6,14 +6,14 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use crate::health::{LastError, Status, millis};
-use crate::state::Shared;
+use crate::sidecar::Sidecar;
 use crate::target::Target;
 
 const CHART_W: f64 = 600.0;
 const CHART_H: f64 = 120.0;
 
 /// Renders the whole page.
-pub fn render(shared: &Shared) -> String {
+pub fn render(shared: &Sidecar) -> String {
     let mut html = String::from(HEAD);
     for target in shared.targets.values() {
         target_section(&mut html, target);

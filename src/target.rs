@@ -1,45 +1,62 @@
-//! One target at run time: its pool, health and result cache, and the call path that ties
-//! them together (fail fast when down, queue for a slot, run, retry only what is safe).
+//! One target at run time: its connections, pool, health and result cache, and the call
+//! path that ties them together (fail fast when down, queue for a slot, run, re-send only
+//! what is safe). Calls run as tasks (see [`crate::call`]); this is what they run.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::{self, ResultCache};
-use crate::config::{Credentials, TargetConfig, VerbConfig};
+use crate::call::cache::{self, Cacheable, ResultCache};
+use crate::call::{Call, Output, buffer::Buffer};
+use crate::config::{Credentials, TargetConfig};
 use crate::error::Error;
 use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
-use crate::ssh::conn::Endpoint;
-use crate::ssh::connections::Connections;
-use crate::ssh::exec::{self, Command, ExecError, Output};
-use crate::ssh::pool::SlotPool;
+use crate::ssh::connection::{Connection, Endpoint};
+use crate::ssh::connection_set::ConnectionSet;
+use crate::ssh::exec::{self, Command, ExecError, Exit, Ran, Release, Sink};
+use crate::ssh::output::Budget;
+use crate::ssh::pool::{Slot, SlotPool};
 
-/// What a finished remote command gives back, shared by cached copies.
-pub type CallResult = Result<Arc<Output>, Error>;
+/// A buffered result, shared by the callers of a cached verb.
+pub type SharedResult = Result<Arc<Output>, Error>;
 
-/// A call as the RPC hands it over, already validated.
-pub struct Call<'a> {
-    pub verb: &'a str,
-    pub verb_config: &'a VerbConfig,
-    pub line: String,
-    pub args: &'a [String],
-    pub stdin: Option<Bytes>,
-    pub timeout: Duration,
+impl Cacheable for SharedResult {
+    fn keep(&self) -> bool {
+        self.is_ok()
+    }
+
+    fn weight(&self) -> usize {
+        self.as_ref().map_or(0, |out| out.len())
+    }
+}
+
+/// What every target of a running tether shares.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Background work: connection attempts, probes' releases.
+    pub tracker: TaskTracker,
+    /// Call tasks; the drain waits for them.
+    pub calls: TaskTracker,
+    /// Fired when the drain's grace period is over.
+    pub stop: CancellationToken,
+    /// Output that buffered calls may hold together.
+    pub budget: Arc<Budget>,
 }
 
 /// A configured target with everything it runs on.
 pub struct Target {
     pub name: String,
     pub config: TargetConfig,
-    pub pool: SlotPool,
     pub health: Health,
     pub metrics: TargetMetrics,
-    cache: ResultCache<CallResult>,
-    tracker: TaskTracker,
+    connections: Arc<ConnectionSet>,
+    pool: SlotPool,
+    cache: ResultCache<SharedResult>,
+    runtime: Runtime,
 }
 
 impl Target {
@@ -48,20 +65,20 @@ impl Target {
         config: TargetConfig,
         credentials: Arc<Credentials>,
         metrics: TargetMetrics,
-        tracker: TaskTracker,
+        runtime: Runtime,
     ) -> Target {
         let endpoint = Endpoint::new(&config, credentials);
-        let connections = Arc::new(Connections::new(
+        let connections = Arc::new(ConnectionSet::new(
             endpoint,
             config.max_connections,
             config.channels_per_connection,
             config.probe.interval.mul_f64(0.9),
             metrics.clone(),
-            tracker.clone(),
+            runtime.tracker.clone(),
         ));
         let pool = SlotPool::new(
             name,
-            connections,
+            connections.clone(),
             config.channels_capacity(),
             metrics.clone(),
         );
@@ -72,68 +89,111 @@ impl Target {
         Target {
             name: name.to_string(),
             config,
-            pool,
             health,
             metrics,
+            connections,
+            pool,
             cache: ResultCache::default(),
-            tracker,
+            runtime,
         }
     }
 
-    /// Runs a call, through the result cache when the verb has a ttl. The flag is true for a
-    /// shared copy.
-    ///
-    /// The call's future is boxed: nested inline, the futures of the call path came to
-    /// ~70 KiB per waiting call (debug build), which 500 queued callers turned into ~80 MiB.
-    pub async fn call(&self, call: Call<'_>) -> (CallResult, bool) {
-        let ttl = call.verb_config.cache_ttl;
-        let run = Box::pin(self.execute(&call));
-        if ttl.is_zero() {
-            return (run.await, false);
-        }
-        let key = cache::key(call.verb, call.args, call.stdin.as_deref());
-        self.cache.get_or_run(key, ttl, Result::is_ok, run).await
+    /// The tracker call tasks run on.
+    pub fn calls(&self) -> &TaskTracker {
+        &self.runtime.calls
     }
 
-    async fn execute(&self, call: &Call<'_>) -> CallResult {
+    pub fn budget(&self) -> Arc<Budget> {
+        self.runtime.budget.clone()
+    }
+
+    /// Runs `call` once through the result cache: joins an identical call that is running or
+    /// finished within the verb's ttl, else starts one as a task of its own. True when shared.
+    pub async fn shared_run(self: &Arc<Self>, call: &Call) -> (SharedResult, bool) {
+        let key = cache::key(&call.verb, &call.args, call.stdin.as_deref());
+        let (mut landed, joined) = self.cache.join(key, call.verb_config.cache_ttl, |tx| {
+            let (target, call) = (self.clone(), call.clone());
+            self.runtime.calls.spawn(async move {
+                let mut buffer = Buffer::new(target.config.max_output_bytes, target.budget());
+                let (result, release) = target.execute(&call, &mut buffer).await;
+                let result = result.map(|exit| Arc::new(buffer.finish(exit)));
+                tx.send_replace(Some((Instant::now(), result)));
+                release.await;
+            });
+        });
+        let result = tokio::select! {
+            landed = landed.wait_for(Option::is_some) => match landed {
+                Ok(landed) => landed.as_ref().map(|(_, r)| r.clone()),
+                Err(_) => None,
+            },
+            _ = self.runtime.stop.cancelled() => Some(Err(Error::ShuttingDown)),
+        };
+        let result = result.unwrap_or_else(|| {
+            Err(Error::Internal(
+                "a shared call ended without a result".into(),
+            ))
+        });
+        (result, joined)
+    }
+
+    /// Runs `call`, its output going to `sink`. Returns the answer and the release its owner
+    /// awaits after answering. A lost connection is re-sent once on a fresh one when the verb
+    /// is idempotent and none of the lost attempt's output reached the caller.
+    pub async fn execute<S: Sink>(
+        &self,
+        call: &Call,
+        sink: &mut S,
+    ) -> (Result<Exit, Error>, Release) {
         let deadline = Instant::now() + call.timeout;
-        // Waiting for a connection (fail fast, or a slot whose connection is still being
-        // made) is bounded by the call's deadline too, not only by connect_timeout.
-        let too_late = || Error::Timeout(call.timeout);
-        tokio::time::timeout_at(deadline, self.fail_fast())
-            .await
-            .map_err(|_| too_late())??;
-        let retries = if call.verb_config.idempotent { 1 } else { 0 };
-        let mut attempt = 0;
+        let cmd = Command {
+            line: call.line.clone(),
+            stdin: call.stdin.clone(),
+        };
+        let mut resent = false;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let wait = left.min(self.config.queue_timeout);
-            let get = Box::pin(self.pool.get(wait));
-            let held = match tokio::time::timeout_at(deadline, get).await {
-                Err(_) => return Err(too_late()),
-                Ok(Err(Error::Busy { .. })) if left < self.config.queue_timeout => {
-                    return Err(too_late());
-                }
-                Ok(other) => other?,
+            let slot = match self.slot(call.timeout, deadline).await {
+                Ok(slot) => slot,
+                Err(e) => return (Err(e), Box::pin(async {})),
             };
-            let conn = held.slot.conn.clone();
-            let cmd = Command {
-                line: call.line.clone(),
-                stdin: call.stdin.clone(),
-                max_output: self.config.max_output_bytes,
+            let conn = slot.conn().clone();
+            let Ran { result, release } =
+                exec::run(&conn, &cmd, deadline, &self.runtime.stop, slot, sink).await;
+            let failed = match result {
+                Ok(exit) => return (Ok(exit), release),
+                Err(failed) => failed,
             };
-            match exec::run(&conn, cmd, deadline, held, &self.tracker).await {
-                Ok(output) => return Ok(Arc::new(output)),
-                // Nothing left tether: an idempotent verb may try once more on a fresh connection.
-                Err(ExecError::NotSent(Error::UpstreamUnreachable(_))) if attempt < retries => {
-                    attempt += 1;
-                }
-                // exec's timeout counts from the slot; the caller's is the whole call.
-                Err(ExecError::NotSent(Error::Timeout(_)) | ExecError::Sent(Error::Timeout(_))) => {
-                    return Err(too_late());
-                }
-                Err(ExecError::NotSent(e) | ExecError::Sent(e)) => return Err(e),
+            if !resent && may_resend(&failed, call.verb_config.idempotent) && sink.restart() {
+                tracing::info!(error = %failed.error(), "the connection was lost; sending the call again on a fresh one");
+                release.await;
+                resent = true;
+                continue;
             }
+            let error = match failed.into_error() {
+                // exec's deadline is the one the call started with.
+                Error::Timeout(_) => Error::Timeout(call.timeout),
+                e => e,
+            };
+            return (Err(error), release);
+        }
+    }
+
+    /// A slot for the call, waiting at most queue_timeout and never past the deadline. A
+    /// target known down fails fast first; the drain's hard stop ends the wait.
+    async fn slot(&self, timeout: Duration, deadline: Instant) -> Result<Slot, Error> {
+        let too_late = || Error::Timeout(timeout);
+        let get = async {
+            // Waiting for a connection (fail fast, or a slot whose connection is still being
+            // made) is bounded by the call's deadline too, not only by connect_timeout.
+            self.fail_fast().await?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.pool.get(left.min(self.config.queue_timeout)).await {
+                Err(Error::Busy { .. }) if left < self.config.queue_timeout => Err(too_late()),
+                got => got,
+            }
+        };
+        tokio::select! {
+            got = tokio::time::timeout_at(deadline, get) => got.unwrap_or_else(|_| Err(too_late())),
+            _ = self.runtime.stop.cancelled() => Err(Error::ShuttingDown),
         }
     }
 
@@ -141,13 +201,12 @@ impl Target {
     /// not the verb's whole timeout; none while the last attempt's back-off runs, so a busy
     /// app cannot storm a sleeping laptop.
     async fn fail_fast(&self) -> Result<(), Error> {
-        let connections = &self.pool.connections;
-        if self.health.status() != Status::Down || !connections.live().is_empty() {
+        if self.health.status() != Status::Down || !self.connections.live().is_empty() {
             return Ok(());
         }
-        match connections.any().await {
+        match self.connections.any().await {
             Ok(_) => Ok(()),
-            Err(e @ (Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. })) => Err(e),
+            Err(e) if e.is_security() => Err(e),
             Err(e) => Err(Error::UpstreamUnreachable(format!(
                 "target {} is down: {e}",
                 self.name
@@ -155,17 +214,55 @@ impl Target {
         }
     }
 
-    /// Live numbers for the health JSON.
-    pub fn pool_numbers(&self) -> PoolNumbers {
-        PoolNumbers {
-            connections: self.pool.connections.live().len(),
-            channels_in_use: self.pool.in_use(),
-            channels_capacity: self.config.channels_capacity(),
-            waiting: self.pool.waiting(),
+    /// Counts a finished call (`error` None for a result) and keeps a security refusal as
+    /// the target's last error, so operators see it.
+    pub fn record_call(&self, verb: &str, error: Option<&Error>, took: Duration, abandoned: bool) {
+        let code = error.map_or("ok", Error::code);
+        self.metrics.call(verb, code, took.as_secs_f64());
+        if abandoned {
+            self.metrics.abandoned(verb);
+        }
+        if let Some(e) = error.filter(|e| e.is_security()) {
+            self.health.note_error(e);
         }
     }
 
-    /// The SPEC's per-target health object.
+    /// The live connections (for probes).
+    pub fn live_connections(&self) -> Vec<Arc<Connection>> {
+        self.connections.live()
+    }
+
+    /// Any live connection, else a new one (for probes).
+    pub async fn any_connection(&self) -> Result<Arc<Connection>, Error> {
+        self.connections.any().await
+    }
+
+    /// Retires a connection that stopped answering, so calls and probes stop using it.
+    pub async fn discard(&self, conn: &Arc<Connection>) {
+        self.connections.discard(conn).await;
+    }
+
+    /// Live numbers for the health JSON, from the pool and the connection set.
+    pub fn pool_numbers(&self) -> PoolNumbers {
+        let occupancy = self.pool.occupancy();
+        PoolNumbers {
+            connections: self.connections.live().len(),
+            channels_in_use: occupancy.in_use,
+            channels_capacity: self.config.channels_capacity(),
+            waiting: occupancy.waiting,
+        }
+    }
+
+    /// Sets the pool gauges from the pool, before a scrape.
+    pub fn refresh_gauges(&self) {
+        let numbers = self.pool_numbers();
+        self.metrics
+            .channels_in_use
+            .set(numbers.channels_in_use as i64);
+        self.metrics.waiting.set(numbers.waiting as i64);
+    }
+
+    /// The per-target object of `/v1/health`.
     pub fn health_json(&self) -> serde_json::Value {
         self.health.to_json(self.pool_numbers())
     }
@@ -173,6 +270,16 @@ impl Target {
     /// Stops handing out slots and closes the connections politely.
     pub async fn close(&self) {
         self.pool.close();
-        self.pool.connections.close_all().await;
+        self.connections.close_all().await;
     }
+}
+
+/// Whether a failed attempt may be sent again: only when the connection failed (a lost one,
+/// or none to be had) and the verb is idempotent, that is, safe to re-send.
+fn may_resend(failed: &ExecError, idempotent: bool) -> bool {
+    idempotent
+        && matches!(
+            failed.error(),
+            Error::ConnectionLost(_) | Error::UpstreamUnreachable(_)
+        )
 }

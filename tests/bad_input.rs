@@ -39,7 +39,7 @@ fn the_argument_validator_lets_nothing_else_through() {
         .run(
             &("[a-z-]{1,8}", proptest::collection::vec(arg(), 0..6)),
             |(verb, args)| {
-                if let Ok(line) = tether::validation::command_line(&verb, &args) {
+                if let Ok(line) = tether::args::command_line(&verb, &args) {
                     prop_assert!(line.bytes().all(allowed_on_the_wire), "{line:?}");
                     prop_assert_eq!(line.split(' ').count(), args.len() + 1);
                 }
@@ -172,65 +172,6 @@ fn garbage_and_half_written_http_get_a_4xx_or_a_close_never_a_5xx() {
         assert_eq!(health_call(&tether).0, 200, "still serving after {shown:?}");
     }
     assert!(!tether.logs().contains("panicked"));
-}
-
-/// What hyper's header_read_timeout (10 s in tether) does: it starts when a connection waits
-/// for a request head, so it covers a client that sends nothing at all, one that stops
-/// mid-head, and (a body timeout of tether's own) one that stops mid-body.
-#[test]
-fn clients_that_stall_are_closed_while_others_are_served() {
-    let sshd = Sshd::start();
-    let tether = TetherConfig::for_sshd(&sshd).test_verbs().spawn();
-    let stall = |bytes: &[u8]| {
-        let mut s = UnixStream::connect(tether.socket_path()).unwrap();
-        s.write_all(bytes).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s
-    };
-    let started = Instant::now();
-    let stalled = [
-        ("sends nothing", stall(b"")),
-        (
-            "stops mid-head",
-            stall(b"POST /v1/call HTTP/1.1\r\nContent-Le"),
-        ),
-        (
-            "stops mid-body",
-            stall(b"POST /v1/call HTTP/1.1\r\nContent-Length: 100\r\n\r\n{\"verb\""),
-        ),
-    ];
-    for _ in 0..5 {
-        assert_eq!(health_call(&tether).0, 200);
-    }
-    let waiters: Vec<_> = stalled
-        .into_iter()
-        .map(|(what, mut s)| {
-            std::thread::spawn(move || {
-                let mut out = Vec::new();
-                let closed = s.read_to_end(&mut out).is_ok();
-                (
-                    what,
-                    closed,
-                    started.elapsed(),
-                    String::from_utf8_lossy(&out).into_owned(),
-                )
-            })
-        })
-        .collect();
-    for w in waiters {
-        let (what, closed, after, answer) = w.join().unwrap();
-        eprintln!(
-            "item 8: a client that {what} was closed after {after:?}: {:?}",
-            answer.lines().next()
-        );
-        assert!(closed, "a client that {what} is still open after {after:?}");
-        assert!(after >= Duration::from_secs(9) && after < Duration::from_secs(15));
-        let status: Option<u16> = answer.split(' ').nth(1).and_then(|s| s.parse().ok());
-        assert!(
-            answer.is_empty() || status.is_some_and(|s| (400..500).contains(&s)),
-            "{answer}"
-        );
-    }
 }
 
 /// A loopback peer on the "SSH port" that sends `greeting` to every client, then closes or

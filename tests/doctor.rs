@@ -370,3 +370,29 @@ fn an_invalid_config_is_exit_78_with_each_problem_as_a_config_finding() {
     }
     assert!(sshd.connection_count() == 0 && sshd.invocations().is_empty());
 }
+
+#[test]
+fn a_target_that_is_not_configured_is_exit_78() {
+    let sshd = Sshd::start();
+    let out = TetherConfig::for_sshd(&sshd).run("doctor", &["--target", "nope"]);
+    assert_eq!(out.code, Some(78), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("fail config: --target: no target named \"nope\"; configured: laptop"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_disabled_shim_probe_skips_forced_command_and_runs_nothing() {
+    let sshd = Sshd::start();
+    let cfg = TetherConfig::for_sshd(&sshd).set("targets.laptop.probe.shim_verb", "");
+    let (code, findings) = doctor_json(&cfg);
+    assert_eq!(code, Some(0));
+    let forced = finding(&findings, "forced_command");
+    assert_eq!(forced["status"], "skip", "{forced}");
+    assert!(forced["finding"].as_str().unwrap().contains("shim_verb"));
+    assert_eq!(finding(&findings, "sessions")["status"], "ok");
+    assert!(sshd.invocations().is_empty());
+}

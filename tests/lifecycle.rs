@@ -77,6 +77,12 @@ fn past_the_grace_period_calls_answer_shutting_down_not_silence() {
         "{:?}",
         started.elapsed()
     );
+    // The call's task closed its channel and ended before the connections closed.
+    assert!(
+        !tether.logs().contains("did not stop in time"),
+        "{}",
+        tether.logs()
+    );
 }
 
 #[test]

@@ -166,3 +166,35 @@ fn a_turn_is_never_resent_even_when_nothing_was_sent() {
     assert_eq!(body["error"]["retryable"], true, "{body}");
     assert_eq!(sshd.count("reset", &[]), 0);
 }
+
+/// A connection lost while an idempotent verb ran (the laptop's sshd sessions are killed
+/// mid-command): tether sends it again on a fresh connection, and the app's one call gets
+/// its answer.
+#[test]
+fn an_idempotent_verb_cut_mid_command_is_sent_again_and_answers_200() {
+    let sshd = Sshd::start();
+    let tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
+        .merge("[verbs.sleep]\ntimeout = \"20s\"\nidempotent = true\n")
+        .set("targets.laptop.probe.shim_verb", "")
+        .spawn();
+    assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
+    let call = tether.call_in_background(json!({"verb": "sleep", "args": ["1"]}));
+    assert!(wait_until(Duration::from_secs(5), || sshd
+        .count("sleep", &["1"])
+        == 1));
+    sshd.kill_sessions();
+    let (status, body) = call.join().unwrap();
+    assert_eq!(status, 200, "{body}\n{}", tether.logs());
+    assert_eq!(body["stdout"], "slept 1\n");
+    assert_eq!(
+        sshd.count("sleep", &["1"]),
+        2,
+        "sent once more after the cut"
+    );
+    assert_eq!(
+        tether.metric("tether_connects_total{result=\"ok\",target=\"laptop\"}"),
+        2.0,
+        "the second run used a fresh connection"
+    );
+}

@@ -62,10 +62,8 @@ fn doctor_fails_the_banner_check_and_explains_and_runs_nothing() {
 fn serve_refuses_it_with_upstream_misconfigured_within_connect_timeout() {
     let sshd = Sshd::start();
     let fake = FakeTailscale::start();
-    // A down target answers calls from its cached state; keep it from turning down so that
-    // this call makes its own connection attempt.
     let tether = config_for(&fake, &sshd)
-        .set("targets.laptop.probe.fail_threshold", 1000)
+        .set("targets.laptop.probe.interval", "300ms")
         .spawn();
     let started = Instant::now();
     let (status, body) = tether.call(&json!({"verb": "health", "args": ["s1"]}));
@@ -111,6 +109,21 @@ fn serve_refuses_it_with_upstream_misconfigured_within_connect_timeout() {
     assert!(
         page.contains("upstream_misconfigured"),
         "status page: {page}"
+    );
+    let logs = tether.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("ERROR") && l.contains("upstream_misconfigured")),
+        "{logs}"
+    );
+
+    // Known down, the target still answers with the reason, not upstream_unreachable.
+    tether.wait_status("down");
+    let (status, body) = tether.call(&json!({"verb": "health", "args": ["s1"]}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (502, Some("upstream_misconfigured")),
+        "{body}"
     );
     assert!(fake.connections() >= 1);
     assert!(fake.commands().is_empty(), "{:?}", fake.commands());

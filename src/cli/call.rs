@@ -1,6 +1,7 @@
 //! `tether call`: runs a verb through the sidecar and behaves like `ssh host verb args`:
-//! remote output passes through, the exit status is the remote's, and a tether error prints
-//! `tether: CODE: message` and exits 255.
+//! remote output passes through as the remote writes it (a streamed call, docs/rpc.md), the
+//! exit status is the remote's, and a tether error prints `tether: CODE: message` and exits
+//! 255 (docs/cli.md).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use base64::Engine;
 use hyper::Method;
 
-use super::client::request;
+use http_body_util::BodyExt;
+
+use super::client::send;
 use crate::config::DEFAULT_SOCKET;
 
 /// What ssh exits with when it, not the remote command, failed.
@@ -53,18 +56,18 @@ pub async fn run(a: CallArgs) -> i32 {
         "args": a.args,
         "stdin_base64": stdin,
         "timeout_ms": a.timeout.map(|t| t.as_millis() as u64),
+        "stream": true,
     });
     let bound = a.timeout.map_or(NO_TIMEOUT_BOUND, |t| t + CLIENT_SLACK);
-    let answer = request(
+    let sent = send(
         &a.socket,
         Method::POST,
         "/v1/call",
         Some(body.to_string().into_bytes()),
         bound,
-    )
-    .await;
-    let (status, body) = match answer {
-        Ok(answer) => answer,
+    );
+    let response = match sent.await {
+        Ok(response) => response,
         Err(e) => {
             return fail(
                 "upstream_unreachable",
@@ -72,27 +75,82 @@ pub async fn run(a: CallArgs) -> i32 {
             );
         }
     };
-    let Ok(reply) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return fail(
-            "internal",
-            &format!("tether answered HTTP {status} with a body that is not JSON"),
-        );
-    };
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
     if status != 200 {
+        let whole = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let reply: serde_json::Value = serde_json::from_slice(&whole).unwrap_or_default();
         let code = reply["error"]["code"].as_str().unwrap_or("internal");
-        let message = reply["error"]["message"].as_str().unwrap_or("no message");
-        return fail(code, message);
+        let message = reply["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("tether answered HTTP {status}"), str::to_string);
+        return fail(code, &message);
     }
-    let _ = std::io::stdout().write_all(reply["stdout"].as_str().unwrap_or_default().as_bytes());
-    let _ = std::io::stderr().write_all(reply["stderr"].as_str().unwrap_or_default().as_bytes());
-    for stream in ["stdout", "stderr"] {
-        if reply[format!("{stream}_truncated")].as_bool() == Some(true) {
-            eprintln!("tether: the remote {stream} was cut at the target's max_output_bytes");
+    let mut pending = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(bound, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                return fail("connection_lost", &format!("the answer broke off: {e}"));
+            }
+            Ok(None) => return fail("connection_lost", "the answer ended without an exit event"),
+            Err(_) => return fail("timeout", "tether stopped answering"),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if let Some(code) = event(&line) {
+                return code;
+            }
         }
     }
-    match reply["exit_status"].as_u64() {
-        Some(code) => code.min(255) as i32,
-        None => TETHER_FAILED,
+}
+
+/// Acts on one NDJSON event; the exit code once the call has ended.
+fn event(line: &[u8]) -> Option<i32> {
+    let Ok(event) = serde_json::from_slice::<serde_json::Value>(line) else {
+        return Some(fail("internal", "tether sent a line that is not JSON"));
+    };
+    let data = event["data"].as_str().unwrap_or_default().as_bytes();
+    match event["event"].as_str() {
+        Some("stdout") => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(data).and_then(|_| out.flush());
+            None
+        }
+        Some("stderr") => {
+            let _ = std::io::stderr().write_all(data);
+            None
+        }
+        Some("exit") => {
+            for stream in ["stdout", "stderr"] {
+                if event[format!("{stream}_truncated")].as_bool() == Some(true) {
+                    eprintln!(
+                        "tether: the remote {stream} was cut at the target's max_output_bytes"
+                    );
+                }
+            }
+            Some(
+                event["exit_status"]
+                    .as_u64()
+                    .map_or(TETHER_FAILED, |c| c.min(255) as i32),
+            )
+        }
+        Some("error") => {
+            let code = event["error"]["code"].as_str().unwrap_or("internal");
+            Some(fail(
+                code,
+                event["error"]["message"].as_str().unwrap_or("no message"),
+            ))
+        }
+        _ => None,
     }
 }
 

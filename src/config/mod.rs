@@ -1,4 +1,4 @@
-//! The configuration: typed keys with their defaults (SPEC § Configuration).
+//! The configuration: typed keys with their defaults (docs/config.md).
 //!
 //! [`load`] reads the sources and [`validate`] turns the result into a [`Loaded`] config whose
 //! keys and host keys are parsed, reporting every problem at once.
@@ -29,6 +29,13 @@ pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9477";
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1 << 20;
 /// How long SIGTERM waits for calls in flight.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Output that buffered calls in flight may hold in memory together.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+/// An idle keep-alive connection on the socket is closed after this; longer than the idle
+/// timeout of common HTTP clients (Go's: 90 s), so they close first and never race our close.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A request whose head or body has started must have fully arrived within this.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The SSH port of the shim on the laptop.
 pub const DEFAULT_PORT: u16 = 22022;
 /// Bound on TCP connect, banner, key exchange and auth together.
@@ -91,6 +98,11 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     pub default_target: String,
     pub allowed_uids: Vec<u32>,
+    pub max_buffered_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +116,19 @@ impl Default for ServerConfig {
             log_format: LogFormat::Json,
             default_target: String::new(),
             allowed_uids: Vec::new(),
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The idle and request timeouts of every HTTP connection.
+    pub fn timeouts(&self) -> crate::http::clock::Timeouts {
+        crate::http::clock::Timeouts {
+            idle: self.idle_timeout,
+            request: self.request_timeout,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::subject::Subject;
 use crate::config::{CredentialParts, Credentials, TargetConfig, credential_parts};
 use crate::error::Error;
 use crate::ssh::banner::{self, Replay};
-use crate::ssh::conn::{Connection, Endpoint, fingerprint};
+use crate::ssh::connection::{Connection, Endpoint, fingerprint};
 
 /// Runs every check of one target.
 pub async fn run(s: &Subject<'_>) -> TargetReport {

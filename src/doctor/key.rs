@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use russh::keys::PrivateKey;
 
-use crate::ssh::conn::fingerprint;
+use crate::ssh::connection::fingerprint;
 
 /// The forced command and restrictions of the laptop's `authorized_keys` line (docs/shim.md).
 const RESTRICTIONS: &str =

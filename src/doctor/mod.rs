@@ -42,7 +42,7 @@ pub struct DoctorArgs {
 }
 
 /// Runs the checks, prints the report on stdout and returns the exit status: 0 when nothing
-/// failed, 1 otherwise, 78 when the configuration is invalid.
+/// failed, 1 otherwise, 78 when the configuration is invalid or `--target` names no target.
 pub async fn run(args: DoctorArgs) -> u8 {
     let (reports, code) = match diagnose(&args).await {
         Ok(reports) if report::failed(&reports) => (reports, EXIT_FAILED),
@@ -57,7 +57,8 @@ pub async fn run(args: DoctorArgs) -> u8 {
     code
 }
 
-/// The reports of the chosen targets; `Err` with the config's problems when it is invalid.
+/// The reports of the chosen targets; `Err` with the config's problems when it is invalid
+/// or `--target` names no configured target.
 /// A target's key and known_hosts are not part of that: their problems are the `key` and
 /// `host_key` checks' findings.
 async fn diagnose(args: &DoctorArgs) -> Result<Vec<TargetReport>, Vec<TargetReport>> {
@@ -75,14 +76,12 @@ async fn diagnose(args: &DoctorArgs) -> Result<Vec<TargetReport>, Vec<TargetRepo
     let targets = &read.config.targets;
     let names: Vec<&String> = match &args.target {
         Some(name) if !targets.contains_key(name) => {
-            let mut r = TargetReport::new(name, format!("target {name}"));
             let known: Vec<&str> = targets.keys().map(String::as_str).collect();
-            r.fail(
-                "config",
-                format!("no target named {name:?}; configured: {}", known.join(", ")),
-                "pass one of those to --target, or none to check them all",
+            let problem = format!(
+                "--target: no target named {name:?}; configured: {}",
+                known.join(", ")
             );
-            return Ok(vec![r]);
+            return Err(invalid(vec![problem], &read.origins));
         }
         Some(name) => vec![name],
         None => targets.keys().collect(),

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
+use tokio_util::sync::CancellationToken;
 
 use super::report::TargetReport;
 use super::subject::Subject;
-use crate::ssh::conn::Connection;
-use crate::ssh::exec::{self, Command, ExecError, Output};
-use crate::validation::command_line;
+use crate::args::command_line;
+use crate::call::buffer::{Buffer, Output};
+use crate::ssh::connection::Connection;
+use crate::ssh::exec::{self, Command, Ran};
+use crate::ssh::output::Budget;
 
 /// The checks this module runs, in order.
 pub const CHECKS: [&str; 3] = ["forced_command", "sessions", "latency"];
@@ -37,11 +40,10 @@ pub fn ms(d: Duration) -> String {
 async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connection>) {
     let probe = &s.target.probe;
     if probe.shim_verb.is_empty() {
-        r.warn(
+        r.skip_because(
             "forced_command",
-            "probe.shim_verb is \"\": there is no probe verb to run, so whether the laptop \
-             applies command= is unknown",
-            format!("set {}", s.assignment("probe.shim_verb", "\"health\"")),
+            "probe.shim_verb is \"\" (the shim probe is disabled), so whether the laptop \
+             applies command= is not checked",
         );
         return;
     }
@@ -60,23 +62,26 @@ async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connec
         .verbs
         .get(&probe.shim_verb)
         .map_or(probe.timeout, |v| v.timeout);
-    let tracker = TaskTracker::new();
-    let started = Instant::now();
+    let gauge = IntGauge::new("doctor_output_bytes", "output held by tether doctor");
+    let budget = Budget::new(2 * OUTPUT_CAP, gauge.expect("a valid gauge"));
+    let mut buffer = Buffer::new(OUTPUT_CAP, budget);
     let cmd = Command {
         line: line.clone(),
         stdin: None,
-        max_output: OUTPUT_CAP,
     };
-    let result = exec::run(conn, cmd, started + timeout, (), &tracker).await;
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let deadline = started + timeout;
+    let Ran { result, release } = exec::run(conn, &cmd, deadline, &stop, (), &mut buffer).await;
     let took = started.elapsed();
-    // The channel's release (a round trip after its Close) ends before sessions are counted.
-    tracker.close();
-    let _ = tokio::time::timeout(probe.timeout, tracker.wait()).await;
+    // The release (a round trip after the server's Close) ends before sessions are counted.
+    // A command still running past its deadline keeps its channel until doctor disconnects.
+    let _ = tokio::time::timeout(probe.timeout, release).await;
     match result {
-        Ok(out) => judge(r, s, &line, &out, took),
-        Err(ExecError::NotSent(e) | ExecError::Sent(e)) => r.fail(
+        Ok(exit) => judge(r, s, &line, &buffer.finish(exit), took),
+        Err(e) => r.fail(
             "forced_command",
-            format!("`{line}` did not complete: {e}"),
+            format!("`{line}` did not complete: {}", e.into_error()),
             "see the message; the laptop's sshd log tells what it did (`journalctl -u ssh`)",
         ),
     }
@@ -86,10 +91,10 @@ fn judge(r: &mut TargetReport, s: &Subject<'_>, line: &str, out: &Output, took: 
     let stderr = out.stderr.text();
     let first = |text: &str| text.lines().next().unwrap_or_default().trim().to_string();
     let verb = &s.target.probe.shim_verb;
-    let shell = out.exit_status == Some(127)
+    let shell = out.exit.status == Some(127)
         || stderr.contains("Unknown command")
         || (stderr.contains("not found") && stderr.contains(verb.as_str()));
-    let ended = match (out.exit_status, &out.exit_signal) {
+    let ended = match (out.exit.status, &out.exit.signal) {
         (Some(status), _) => format!("exit {status}"),
         (None, Some(signal)) => format!("killed by SIG{signal}"),
         (None, None) => "no exit status".into(),
@@ -106,7 +111,7 @@ fn judge(r: &mut TargetReport, s: &Subject<'_>, line: &str, out: &Output, took: 
              banner check), and a plain authorized_keys line does not either; use exactly the \
              key check's line in ~/.ssh/authorized_keys, and no other line with this key",
         );
-    } else if out.exit_status == Some(0) {
+    } else if out.exit.status == Some(0) {
         r.ok(
             "forced_command",
             format!(

@@ -79,8 +79,12 @@ impl TargetReport {
 
     /// Records that `check` did not run because `needs` did not pass.
     pub fn skip(&mut self, check: &'static str, needs: &str) {
-        let finding = format!("not run: needs {needs}");
-        self.push(check, Status::Skip, finding, None);
+        self.skip_because(check, &format!("needs {needs}"));
+    }
+
+    /// Records that `check` did not run, and why.
+    pub fn skip_because(&mut self, check: &'static str, why: &str) {
+        self.push(check, Status::Skip, format!("not run: {why}"), None);
     }
 
     fn push(&mut self, check: &'static str, status: Status, finding: String, fix: Option<String>) {

@@ -1,22 +1,25 @@
-//! Running one command on a channel: stdin then EOF, stdout and stderr drained continuously,
-//! exit status or signal, and the deadline. A channel whose deadline passed is closed and its
-//! slot kept busy in the background until the server has really freed it.
+//! Running one command on a channel: stdin then EOF, stdout and stderr handed to a [`Sink`]
+//! as they arrive, the exit status or signal, the deadline, and a stop signal (drain).
+//!
+//! [`run`] answers as soon as the caller can be answered, and hands back the rest of the
+//! channel's life as a [`Release`]: whoever owns the call awaits it, so the slot stays taken
+//! until the server has really freed the session. A channel is never just dropped open.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use russh::client::Msg;
-use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf};
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
-use tracing::Instrument;
+use tokio_util::sync::CancellationToken;
 
-use super::conn::{Connection, OpenChannel};
-use super::output::Captured;
+use super::connection::{Connection, OpenChannel};
 use crate::error::Error;
 
-/// How long the background release waits for the server's answer before giving up.
+/// How long the release waits for the server's answer to its round trip.
 const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A command still running this long after its deadline gets its channel closed.
 const STUCK_AFTER: Duration = Duration::from_secs(300);
@@ -28,135 +31,222 @@ const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
 pub struct Command {
     pub line: String,
     pub stdin: Option<Bytes>,
-    pub max_output: usize,
 }
 
-/// What the remote command did.
-#[derive(Debug)]
-pub struct Output {
-    pub exit_status: Option<u32>,
-    pub exit_signal: Option<String>,
-    pub stdout: Captured,
-    pub stderr: Captured,
+/// Which output stream a piece of data belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
-/// A failure, split by whether the exec request had left: only a failure before it may be
-/// retried, because after it the command may have run.
+/// How the remote command ended.
+#[derive(Debug, Clone, Default)]
+pub struct Exit {
+    pub status: Option<u32>,
+    pub signal: Option<String>,
+}
+
+/// Where a running command's output goes, as it arrives.
+pub trait Sink: Send {
+    /// The exec request has left: from now on the command may run.
+    fn sent(&mut self) {}
+    /// One piece of output. A slow reader may make this wait; the deadline still applies.
+    fn output(&mut self, stream: Stream, data: &[u8]) -> impl Future<Output = ()> + Send;
+    /// Forgets the output of a failed attempt before the command is sent again; false when
+    /// some of it already reached the caller, so that a re-send would repeat it.
+    fn restart(&mut self) -> bool;
+}
+
+/// A failure, split by whether the exec request had left: after it, the command may have run.
 #[derive(Debug)]
 pub enum ExecError {
     NotSent(Error),
     Sent(Error),
 }
 
-/// Runs `cmd` on a new channel of `conn`. `hold` (typically the pool slot) is dropped only
-/// once the server has freed the channel, which may be after this returns.
-pub async fn run<H: Send + 'static>(
-    conn: &Arc<Connection>,
-    cmd: Command,
-    deadline: Instant,
-    hold: H,
-    tracker: &TaskTracker,
-) -> Result<Output, ExecError> {
-    let budget = deadline.saturating_duration_since(Instant::now());
-    // The open runs as its own task: if the deadline passes first, it still completes and the
-    // channel is closed, instead of being left open on the server for the connection's life.
-    let mut open = tracker.spawn(open_channel(conn.clone(), deadline).in_current_span());
-    let (channel, hold) = match tokio::time::timeout_at(deadline, &mut open).await {
-        Ok(Ok(Ok((channel, opened)))) => (channel, (hold, opened)),
-        Ok(Ok(Err(e))) => return Err(ExecError::NotSent(e)),
-        Ok(Err(e)) => {
-            return Err(ExecError::NotSent(Error::Internal(format!(
-                "channel open task: {e}"
-            ))));
+impl ExecError {
+    pub fn error(&self) -> &Error {
+        match self {
+            ExecError::NotSent(e) | ExecError::Sent(e) => e,
         }
-        Err(_) => {
+    }
+
+    pub fn into_error(self) -> Error {
+        match self {
+            ExecError::NotSent(e) | ExecError::Sent(e) => e,
+        }
+    }
+}
+
+/// The rest of a channel's life after the caller was answered; ends with the slot released.
+pub type Release = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What [`run`] gives back: the answer, and the release its owner must await.
+pub struct Ran {
+    pub result: Result<Exit, ExecError>,
+    pub release: Release,
+}
+
+/// Why reading stopped early.
+enum Cut {
+    Deadline,
+    Stop,
+}
+
+/// Runs `cmd` on a new channel of `conn`, sending its output to `sink`. `hold` (the pool
+/// slot) is dropped at the end of the returned release. `stop` (the drain's hard stop) ends
+/// the wait like a deadline does, answering `shutting_down`.
+pub async fn run<S: Sink>(
+    conn: &Arc<Connection>,
+    cmd: &Command,
+    deadline: Instant,
+    stop: &CancellationToken,
+    hold: impl Send + 'static,
+    sink: &mut S,
+) -> Ran {
+    let budget = deadline.saturating_duration_since(Instant::now());
+    let mut open = Box::pin(open_channel(conn.clone(), deadline));
+    let opened = tokio::select! {
+        opened = &mut open => opened,
+        cut = cut(deadline, stop) => {
+            // The open may still succeed: close that channel rather than leave it open.
             let conn = conn.clone();
-            tracker.spawn(
-                async move {
-                    if let Ok(Ok((channel, opened))) = open.await {
-                        let _ = channel.close().await;
-                        let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
-                        drop(opened);
-                    }
-                    drop(hold);
+            let release = Box::pin(async move {
+                if let Ok((channel, open)) = open.await {
+                    let _ = channel.close().await;
+                    let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                    drop(open);
                 }
-                .in_current_span(),
-            );
-            return Err(ExecError::NotSent(Error::Timeout(budget)));
+                drop(hold);
+            });
+            return Ran { result: Err(ExecError::NotSent(cut.error(budget))), release };
         }
     };
+    let (channel, open) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return Ran::at_once(Err(ExecError::NotSent(e)), hold),
+    };
+    let held = (hold, open);
     if channel.exec(true, cmd.line.as_bytes()).await.is_err() {
-        return Err(ExecError::NotSent(lost(
-            conn,
-            "before the command was sent",
-        )));
+        let lost = lost(conn, "before the command was sent");
+        return Ran::at_once(Err(ExecError::NotSent(lost)), held);
     }
+    sink.sent();
     let (mut reader, writer) = channel.split();
-    let io = async {
+    let mut exit = Exit::default();
+    let ended = {
         let write = async {
             if let Some(data) = &cmd.stdin {
                 writer.data(&data[..]).await?;
             }
             writer.eof().await
         };
-        let read = read_until_close(&mut reader, cmd.max_output);
+        let read = read_until_close(&mut reader, &mut exit, sink);
         tokio::pin!(write, read);
         let mut writing = true;
         loop {
             tokio::select! {
                 // A remote that exits without reading stdin is not an error of ours.
                 _ = &mut write, if writing => writing = false,
-                out = &mut read => break out,
+                closed = &mut read => break Ok(closed),
+                cut = cut(deadline, stop) => break Err(cut),
             }
         }
     };
-    match tokio::time::timeout_at(deadline, io).await {
-        Ok(Some(output)) => {
-            let conn = conn.clone();
-            tracker.spawn(
-                async move {
-                    // The server frees its session slot once it has processed our CLOSE; one
-                    // round trip after it proves that.
-                    let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
-                    drop(hold);
-                }
-                .in_current_span(),
-            );
-            Ok(output)
-        }
-        Ok(None) => Err(ExecError::Sent(lost(
-            conn,
-            "while the command ran: it may have run",
-        ))),
-        Err(_) => {
-            let conn = conn.clone();
-            tracker.spawn(async move {
-                // The command goes on running (forced-command sessions refuse signals) and
-                // holds its server-side session until it ends, so the slot stays taken until
-                // the server's Close. russh drops that Close once we have sent ours, so we
-                // close only when the command looks stuck, and then trust one round trip.
-                let finished = tokio::time::timeout(STUCK_AFTER, async {
-                    while let Some(msg) = reader.wait().await {
-                        if matches!(msg, ChannelMsg::Close) {
-                            return true;
-                        }
-                    }
-                    false
-                })
-                .await;
-                if finished.is_err() {
-                    tracing::warn!(
-                        conn = conn.id,
-                        "a timed-out command still runs after {STUCK_AFTER:?}; closing its channel"
-                    );
-                    let _ = writer.close().await;
+    let conn = conn.clone();
+    match ended {
+        Ok(true) => Ran {
+            result: Ok(exit),
+            // The server frees its session slot once it has processed our CLOSE; one round
+            // trip after it proves that.
+            release: Box::pin(async move {
+                let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                drop(held);
+            }),
+        },
+        Ok(false) => Ran::at_once(
+            Err(ExecError::Sent(lost(
+                &conn,
+                "while the command ran: it may have run",
+            ))),
+            held,
+        ),
+        Err(cut) => {
+            let result = Err(ExecError::Sent(cut.error(budget)));
+            let stop = stop.clone();
+            let release = Box::pin(async move {
+                let closed = match cut {
+                    Cut::Stop => false,
+                    Cut::Deadline => wait_for_close(&mut reader, &stop).await,
+                };
+                if !closed {
+                    let _ = close(&writer, &conn).await;
                 }
                 let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
-                drop(hold);
-            }.in_current_span());
-            Err(ExecError::Sent(Error::Timeout(budget)))
+                drop(held);
+            });
+            Ran { result, release }
         }
     }
+}
+
+impl Ran {
+    /// A result with nothing left to wait for on the server.
+    fn at_once(result: Result<Exit, ExecError>, hold: impl Send + 'static) -> Ran {
+        Ran {
+            result,
+            release: Box::pin(async move { drop(hold) }),
+        }
+    }
+}
+
+impl Cut {
+    fn error(&self, budget: Duration) -> Error {
+        match self {
+            Cut::Deadline => Error::Timeout(budget),
+            Cut::Stop => Error::ShuttingDown,
+        }
+    }
+}
+
+/// Resolves when the deadline passes or the drain's hard stop fires.
+async fn cut(deadline: Instant, stop: &CancellationToken) -> Cut {
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline) => Cut::Deadline,
+        _ = stop.cancelled() => Cut::Stop,
+    }
+}
+
+/// After a deadline the command goes on running (forced-command sessions refuse signals) and
+/// holds its server-side session until it ends. Its output is read and dropped (an unread
+/// channel would freeze the whole connection) until the server's Close. russh drops that
+/// Close once we have sent ours, so we close only when the command looks stuck or tether
+/// stops. True when the server closed the channel itself.
+async fn wait_for_close(reader: &mut ChannelReadHalf, stop: &CancellationToken) -> bool {
+    let closed = async {
+        while let Some(msg) = reader.wait().await {
+            if matches!(msg, ChannelMsg::Close) {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::select! {
+        closed = tokio::time::timeout(STUCK_AFTER, closed) => match closed {
+            Ok(closed) => closed,
+            Err(_) => {
+                tracing::warn!("a timed-out command still runs after {STUCK_AFTER:?}; closing its channel");
+                false
+            }
+        },
+        _ = stop.cancelled() => false,
+    }
+}
+
+async fn close(writer: &ChannelWriteHalf<Msg>, conn: &Connection) -> Result<(), russh::Error> {
+    tracing::debug!(conn = conn.id, "closing a channel before the server did");
+    writer.close().await
 }
 
 fn lost(conn: &Connection, when: &str) -> Error {
@@ -196,27 +286,28 @@ async fn open_channel(
     }
 }
 
-/// Reads everything the channel says until the server closes it; `None` if the connection
-/// died first.
-async fn read_until_close(reader: &mut ChannelReadHalf, max_output: usize) -> Option<Output> {
-    let mut out = Output {
-        exit_status: None,
-        exit_signal: None,
-        stdout: Captured::new(max_output),
-        stderr: Captured::new(max_output),
-    };
+/// Hands everything the channel says to `sink` until the server closes it; false if the
+/// connection died first.
+async fn read_until_close<S: Sink>(
+    reader: &mut ChannelReadHalf,
+    exit: &mut Exit,
+    sink: &mut S,
+) -> bool {
     loop {
-        match reader.wait().await? {
-            ChannelMsg::Data { data } => out.stdout.push(&data),
-            ChannelMsg::ExtendedData { data, ext: 1 } => out.stderr.push(&data),
-            ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
+        let Some(msg) = reader.wait().await else {
+            return false;
+        };
+        match msg {
+            ChannelMsg::Data { data } => sink.output(Stream::Stdout, &data).await,
+            ChannelMsg::ExtendedData { data, ext: 1 } => sink.output(Stream::Stderr, &data).await,
+            ChannelMsg::ExitStatus { exit_status } => exit.status = Some(exit_status),
             ChannelMsg::ExitSignal { signal_name, .. } => {
-                out.exit_signal = Some(match signal_name {
+                exit.signal = Some(match signal_name {
                     russh::Sig::Custom(name) => name,
                     known => format!("{known:?}"),
                 })
             }
-            ChannelMsg::Close => return Some(out),
+            ChannelMsg::Close => return true,
             _ => {}
         }
     }

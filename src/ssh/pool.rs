@@ -1,9 +1,9 @@
-//! The per-target pool. Its deadpool objects are channel slots bound to shared connections
-//! (see [`super::connections`]): up to `max_connections` connections, each carrying up to
-//! its capacity of slots. A dead connection's slots fail recycling and are replaced.
+//! The per-target pool. Its deadpool objects are channel slots, each a [`Lease`] on a shared
+//! connection (see [`super::connection_set`]): up to `max_connections` connections, each
+//! carrying up to its capacity of slots. A dead connection's slots fail recycling and are
+//! replaced.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deadpool::managed::{
@@ -11,51 +11,51 @@ use deadpool::managed::{
 };
 use tokio::time::Instant;
 
-use super::conn::Connection;
-use super::connections::Connections;
+use super::connection::{Connection, Lease};
+use super::connection_set::ConnectionSet;
 use crate::error::Error;
 use crate::metrics::TargetMetrics;
 
-/// A channel slot: the right to open one channel on `conn`.
-pub struct Slot {
-    pub conn: Arc<Connection>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.conn.leases.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 /// deadpool's view: creating a slot leases a connection (opening one if needed).
 pub struct SlotManager {
-    connections: Arc<Connections>,
+    connections: Arc<ConnectionSet>,
 }
 
 impl managed::Manager for SlotManager {
-    type Type = Slot;
+    type Type = Lease;
     type Error = Error;
 
-    async fn create(&self) -> Result<Slot, Error> {
-        let conn = self.connections.lease().await?;
-        Ok(Slot { conn })
+    async fn create(&self) -> Result<Lease, Error> {
+        self.connections.lease().await
     }
 
-    async fn recycle(&self, slot: &mut Slot, _: &PoolMetrics) -> RecycleResult<Error> {
-        if slot.conn.is_closed() {
+    async fn recycle(&self, lease: &mut Lease, _: &PoolMetrics) -> RecycleResult<Error> {
+        if lease.conn().is_closed() {
             return Err(RecycleError::message("the slot's connection closed"));
         }
         Ok(())
     }
 }
 
-/// A slot taken from the pool; it goes back when dropped.
-pub type PooledSlot = managed::Object<SlotManager>;
+/// A slot taken from the pool: the right to run one channel on its connection. It goes back
+/// when dropped, which a call does only once the server has freed the channel.
+pub struct Slot(managed::Object<SlotManager>);
+
+impl Slot {
+    pub fn conn(&self) -> &Arc<Connection> {
+        self.0.conn()
+    }
+}
+
+/// Slots in use and callers waiting for one, as the pool counts them.
+pub struct Occupancy {
+    pub in_use: usize,
+    pub waiting: usize,
+}
 
 /// The pool of one target.
 pub struct SlotPool {
     pool: managed::Pool<SlotManager>,
-    pub connections: Arc<Connections>,
     metrics: TargetMetrics,
     name: String,
 }
@@ -63,48 +63,37 @@ pub struct SlotPool {
 impl SlotPool {
     pub fn new(
         name: &str,
-        connections: Arc<Connections>,
+        connections: Arc<ConnectionSet>,
         capacity: usize,
         metrics: TargetMetrics,
     ) -> Self {
-        let pool = managed::Pool::builder(SlotManager {
-            connections: connections.clone(),
-        })
-        .max_size(capacity)
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .expect("a runtime is configured");
+        let pool = managed::Pool::builder(SlotManager { connections })
+            .max_size(capacity)
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a runtime is configured");
         metrics.channels_capacity.set(capacity as i64);
         SlotPool {
             pool,
-            connections,
             metrics,
             name: name.to_string(),
         }
     }
 
     /// Waits up to `wait` for a slot; `busy` when none came free.
-    pub async fn get(&self, wait: Duration) -> Result<InUse, Error> {
+    pub async fn get(&self, wait: Duration) -> Result<Slot, Error> {
         let start = Instant::now();
-        self.metrics.waiting.inc();
         let timeouts = Timeouts {
             wait: Some(wait),
             create: None,
             recycle: None,
         };
         let got = self.pool.timeout_get(&timeouts).await;
-        self.metrics.waiting.dec();
         self.metrics
             .queue_wait
             .observe(start.elapsed().as_secs_f64());
         match got {
-            Ok(slot) => {
-                self.metrics.channels_in_use.inc();
-                Ok(InUse {
-                    slot,
-                    in_use: self.metrics.channels_in_use.clone(),
-                })
-            }
+            Ok(slot) => Ok(Slot(slot)),
             Err(PoolError::Timeout(_)) => Err(Error::Busy {
                 target: self.name.clone(),
                 waited: wait,
@@ -115,28 +104,15 @@ impl SlotPool {
         }
     }
 
-    /// Slots held by calls right now.
-    pub fn in_use(&self) -> usize {
-        self.metrics.channels_in_use.get().max(0) as usize
-    }
-
-    pub fn waiting(&self) -> usize {
-        self.metrics.waiting.get().max(0) as usize
+    pub fn occupancy(&self) -> Occupancy {
+        let status = self.pool.status();
+        Occupancy {
+            in_use: status.size - status.available,
+            waiting: status.waiting,
+        }
     }
 
     pub fn close(&self) {
         self.pool.close();
-    }
-}
-
-/// A slot held by a call; counted in `tether_channels_in_use` until dropped.
-pub struct InUse {
-    pub slot: PooledSlot,
-    in_use: prometheus::IntGauge,
-}
-
-impl Drop for InUse {
-    fn drop(&mut self) {
-        self.in_use.dec();
     }
 }

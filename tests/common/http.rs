@@ -84,6 +84,110 @@ pub fn raw_unix(socket: &Path, bytes: &[u8]) -> io::Result<Response> {
     read_response(stream)
 }
 
+/// Sends `POST /v1/call` with `body`, waits `after`, then closes the connection without
+/// reading: a caller that hangs up.
+pub fn hang_up(socket: &Path, body: &Value, after: Duration) {
+    let mut stream = UnixStream::connect(socket).expect("connect");
+    let bytes = serde_json::to_vec(body).expect("serialize");
+    let head = format!(
+        "POST /v1/call HTTP/1.1\r\nHost: tether\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write head");
+    stream.write_all(&bytes).expect("write body");
+    std::thread::sleep(after);
+}
+
+/// A streamed call's answer, read as it arrives.
+pub struct Streamed {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    reader: io::BufReader<UnixStream>,
+    pending: Vec<u8>,
+}
+
+impl Streamed {
+    /// Sends `body` to `POST /v1/call` and reads the answer's head.
+    pub fn start(socket: &Path, body: &Value) -> Streamed {
+        let mut stream = UnixStream::connect(socket).expect("connect");
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let bytes = serde_json::to_vec(body).expect("serialize");
+        let head = format!(
+            "POST /v1/call HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            bytes.len()
+        );
+        stream.write_all(head.as_bytes()).expect("write head");
+        stream.write_all(&bytes).expect("write body");
+        let mut reader = io::BufReader::new(stream);
+        let mut status_line = String::new();
+        io::BufRead::read_line(&mut reader, &mut status_line).expect("status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status");
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            io::BufRead::read_line(&mut reader, &mut line).expect("header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = line.split_once(':') {
+                headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        Streamed {
+            status,
+            headers,
+            reader,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The next NDJSON event and when it arrived; None at the end of the body. Assumes a
+    /// chunked body (a streamed answer) or, for an error answer, reads the whole JSON body.
+    pub fn next_event(&mut self) -> Option<(std::time::Instant, Value)> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                let value = serde_json::from_slice(&line).expect("each line is JSON");
+                return Some((std::time::Instant::now(), value));
+            }
+            let mut size = String::new();
+            io::BufRead::read_line(&mut self.reader, &mut size).ok()?;
+            let size = usize::from_str_radix(size.trim(), 16).ok()?;
+            if size == 0 {
+                return None;
+            }
+            let mut chunk = vec![0; size + 2];
+            self.reader.read_exact(&mut chunk).ok()?;
+            self.pending.extend_from_slice(&chunk[..size]);
+        }
+    }
+
+    /// Every remaining event.
+    pub fn events(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.next_event().map(|(_, v)| v)).collect()
+    }
+
+    /// The body of a non-streamed (error) answer.
+    pub fn body_json(self) -> Value {
+        let mut rest = Vec::new();
+        let mut reader = self.reader;
+        reader.read_to_end(&mut rest).expect("read body");
+        serde_json::from_slice(&rest).expect("an error answer is JSON")
+    }
+}
+
 fn request<S: Read + Write>(
     mut stream: S,
     method: &str,

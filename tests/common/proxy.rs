@@ -82,7 +82,7 @@ impl Proxy {
         self.port
     }
 
-    /// Connections accepted so far.
+    /// ConnectionSet accepted so far.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
     }
@@ -115,7 +115,7 @@ impl Proxy {
         self.shared.changed.notify_all();
     }
 
-    /// Connections currently open through the proxy.
+    /// ConnectionSet currently open through the proxy.
     pub fn open_links(&self) -> usize {
         let mut state = self.shared.state.lock().unwrap();
         state.links.retain(|l| !l.cut.load(Ordering::SeqCst));

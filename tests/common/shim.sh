@@ -26,5 +26,13 @@ case "$verb" in
   fail) echo "failing with status ${1:-1}" >&2; exit "${1:-1}" ;;
   big) head -c "${1:-0}" /dev/zero | tr '\0' 'x' ;;
   stderr) printf '%s\n' "$*" >&2 ;;
+  drip) # drip COUNT SECONDS: COUNT lines "line I UNIXTIME", SECONDS apart
+    i=1
+    while [ "$i" -le "${1:-3}" ]; do
+      printf 'line %s %s\n' "$i" "$(date +%s.%N)"
+      i=$((i + 1))
+      if [ "$i" -le "${1:-3}" ]; then sleep "${2:-0.3}"; fi
+    done ;;
+  seq) seq 1 "${1:-10}" ;;
   *) echo "unknown verb" >&2; exit 2 ;;
 esac

@@ -47,6 +47,10 @@ timeout = "5s"
 timeout = "20s"
 [verbs.stderr]
 timeout = "5s"
+[verbs.drip]
+timeout = "20s"
+[verbs.seq]
+timeout = "30s"
 "#;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);

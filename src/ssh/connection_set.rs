@@ -2,7 +2,6 @@
 //! serialised, a failure is shared with everyone who queued behind it, and while the remote
 //! stays away attempts back off with jitter (capped, so a returning remote is found fast).
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::conn::{Connection, Endpoint};
+use super::connection::{Connection, Endpoint, Lease};
 use crate::error::Error;
 use crate::metrics::TargetMetrics;
 
@@ -18,7 +17,7 @@ use crate::metrics::TargetMetrics;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 
 /// The live connections of one target.
-pub struct Connections {
+pub struct ConnectionSet {
     endpoint: Endpoint,
     max_connections: usize,
     per_connection: usize,
@@ -42,7 +41,7 @@ struct Failure {
     retry_at: Instant,
 }
 
-impl Connections {
+impl ConnectionSet {
     pub fn new(
         endpoint: Endpoint,
         max_connections: usize,
@@ -51,7 +50,7 @@ impl Connections {
         metrics: TargetMetrics,
         tracker: TaskTracker,
     ) -> Self {
-        Connections {
+        ConnectionSet {
             endpoint,
             max_connections,
             per_connection,
@@ -84,26 +83,30 @@ impl Connections {
     /// A connection with room for one more slot, leased to the caller. When every connection
     /// is at its (learned) capacity and no more may be opened, the least loaded one is shared:
     /// its channel opens then wait for the server to free one.
-    pub async fn lease(self: &Arc<Self>) -> Result<Arc<Connection>, Error> {
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease, Error> {
         let asked = Instant::now();
-        let conn = match self.with_room() {
-            Some(conn) => conn,
-            None => self.connect(asked, |_| self.with_room()).await?,
-        };
-        conn.leases.fetch_add(1, Ordering::SeqCst);
-        Ok(conn)
+        if let Some(lease) = self.lease_with_room() {
+            return Ok(lease);
+        }
+        let conn = self
+            .connect(asked, |live| {
+                live.iter().find(|c| c.leased() < c.capacity()).cloned()
+            })
+            .await?;
+        Ok(conn.try_lease().unwrap_or_else(|| {
+            // Full again, or the least loaded one shared at max_connections.
+            conn.lease_beyond_capacity()
+        }))
     }
 
-    fn with_room(&self) -> Option<Arc<Connection>> {
-        self.live()
-            .into_iter()
-            .find(|c| c.leases.load(Ordering::SeqCst) < c.capacity())
+    fn lease_with_room(&self) -> Option<Lease> {
+        self.live().iter().find_map(|c| c.try_lease())
     }
 
     fn least_loaded(&self) -> Result<Arc<Connection>, Error> {
         self.live()
             .into_iter()
-            .min_by_key(|c| c.leases.load(Ordering::SeqCst))
+            .min_by_key(|c| c.leased())
             .ok_or_else(|| Error::UpstreamUnreachable("no live connection".into()))
     }
 
@@ -163,10 +166,7 @@ impl Connections {
     }
 
     fn record_failure(&self, error: &Error) {
-        if matches!(
-            error,
-            Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. }
-        ) {
+        if error.is_security() {
             tracing::error!(target_addr = %self.endpoint.addr, code = error.code(), error = %error, "SSH connection refused for security reasons");
         } else {
             tracing::debug!(target_addr = %self.endpoint.addr, code = error.code(), error = %error, "SSH connection attempt failed");
@@ -182,11 +182,13 @@ impl Connections {
         });
     }
 
-    /// Closes every connection politely (draining).
+    /// Closes every connection politely (draining), all at once.
     pub async fn close_all(&self) {
+        let mut closing = tokio::task::JoinSet::new();
         for conn in self.live() {
-            conn.close().await;
+            closing.spawn(async move { conn.close().await });
         }
+        closing.join_all().await;
     }
 
     /// Drops a connection that stopped answering, so calls and probes stop using it.

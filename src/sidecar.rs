@@ -12,37 +12,39 @@ use crate::config::{ServerConfig, VerbConfig};
 use crate::error::Error;
 use crate::health::Status;
 use crate::metrics::Metrics;
-use crate::target::Target;
+use crate::target::{Runtime, Target};
 
-/// Shared state of a running tether.
-pub struct Shared {
+/// What the servers of a running tether share.
+pub struct Sidecar {
     pub server: ServerConfig,
     pub targets: BTreeMap<String, Arc<Target>>,
     pub verbs: BTreeMap<String, VerbConfig>,
     pub metrics: Metrics,
     /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
     draining: AtomicBool,
-    /// Calls in flight; the drain waits for them up to shutdown_grace.
+    /// Call tasks in flight, abandoned ones included; the drain waits for them up to
+    /// shutdown_grace.
     pub calls: TaskTracker,
     /// Fired when the grace period is over: calls still running answer `shutting_down`.
     pub hard_stop: CancellationToken,
 }
 
-impl Shared {
+impl Sidecar {
     pub fn new(
         server: ServerConfig,
         targets: BTreeMap<String, Arc<Target>>,
         verbs: BTreeMap<String, VerbConfig>,
         metrics: Metrics,
+        runtime: &Runtime,
     ) -> Self {
-        Shared {
+        Sidecar {
             server,
             targets,
             verbs,
             metrics,
             draining: AtomicBool::new(false),
-            calls: TaskTracker::new(),
-            hard_stop: CancellationToken::new(),
+            calls: runtime.calls.clone(),
+            hard_stop: runtime.stop.clone(),
         }
     }
 
@@ -74,7 +76,14 @@ impl Shared {
         })
     }
 
-    /// The SPEC's `/v1/health` document, from memory only.
+    /// Sets every target's pool gauges from its pool, before a scrape.
+    pub fn refresh_gauges(&self) {
+        for target in self.targets.values() {
+            target.refresh_gauges();
+        }
+    }
+
+    /// The `/v1/health` document (docs/rpc.md), from memory only.
     pub fn health_json(&self) -> serde_json::Value {
         let mut worst = Status::Up;
         let mut targets = serde_json::Map::new();

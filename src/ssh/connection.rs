@@ -18,6 +18,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const DROPPED_RETRY_FIRST: Duration = Duration::from_millis(20);
 const DROPPED_RETRY_MAX: Duration = Duration::from_millis(400);
 
+/// Messages (up to 32 KiB each) russh holds per channel before its reader takes them. russh
+/// widens the server's window as data arrives, not as it is read, so this is what bounds the
+/// output in transit per channel (russh's default, 100, allows 3.2 MiB: 25 MiB for 8 big
+/// answers at once). Call tasks read continuously, so a smaller queue costs no speed.
+const CHANNEL_BUFFER_MESSAGES: usize = 32;
+
 /// What a connection attempt needs: where, as whom, and which host keys to trust.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -39,6 +45,7 @@ impl Endpoint {
             keepalive_interval: Some(target.keepalive_interval),
             keepalive_max: 3,
             inactivity_timeout: None,
+            channel_buffer_size: CHANNEL_BUFFER_MESSAGES,
             ..Default::default()
         };
         Endpoint {
@@ -59,8 +66,8 @@ impl Endpoint {
 pub struct Connection {
     pub id: u64,
     handle: Handle<PinnedHost>,
-    /// Pool slots currently bound to this connection.
-    pub leases: AtomicUsize,
+    /// Pool slots currently bound to this connection (see [`Lease`]).
+    leases: AtomicUsize,
     /// Channels open on it right now (calls and probes), until the server has freed them.
     open_channels: AtomicUsize,
     /// How many slots it may carry: `channels_per_connection`, lowered when the server
@@ -186,6 +193,28 @@ impl Connection {
         }
     }
 
+    /// A lease when the connection has room for one more slot: the check and the count are
+    /// one atomic step, so concurrent callers never overcommit it.
+    pub fn try_lease(self: &Arc<Self>) -> Option<Lease> {
+        self.leases
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.capacity()).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Lease(self.clone()))
+    }
+
+    /// A lease whatever the room: its channel opens wait for the server to free one.
+    pub fn lease_beyond_capacity(self: &Arc<Self>) -> Lease {
+        self.leases.fetch_add(1, Ordering::SeqCst);
+        Lease(self.clone())
+    }
+
+    /// Slots bound to this connection right now.
+    pub fn leased(&self) -> usize {
+        self.leases.load(Ordering::SeqCst)
+    }
+
     /// How many slots this connection may carry.
     pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::SeqCst)
@@ -222,17 +251,34 @@ impl Connection {
         &self.handle
     }
 
-    /// Says goodbye to the server; used when draining.
+    /// Retires the connection and says goodbye to the server, waiting at most
+    /// [`DISCONNECT_TIMEOUT`] for a frozen one.
     pub async fn close(&self) {
         self.retired.store(true, Ordering::SeqCst);
-        let _ = self
-            .handle
-            .disconnect(
-                russh::Disconnect::ByApplication,
-                "tether is shutting down",
-                "en",
-            )
-            .await;
+        let goodbye = self.handle.disconnect(
+            russh::Disconnect::ByApplication,
+            "tether is closing this connection",
+            "en",
+        );
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, goodbye).await;
+    }
+}
+
+/// How long a polite goodbye may take before the connection is simply dropped.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A pool slot's claim on a connection; the count goes back when it drops.
+pub struct Lease(Arc<Connection>);
+
+impl Lease {
+    pub fn conn(&self) -> &Arc<Connection> {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.leases.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

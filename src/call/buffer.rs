@@ -1,0 +1,74 @@
+//! The sink of a buffered call: both streams held, each up to the target's
+//! `max_output_bytes` and all calls together within `server.max_buffered_bytes`.
+
+use std::sync::Arc;
+
+use crate::ssh::exec::{Exit, Sink, Stream};
+use crate::ssh::output::{Budget, Captured};
+
+/// A finished buffered call's output, held once and shared by cached copies.
+#[derive(Debug)]
+pub struct Output {
+    pub exit: Exit,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+impl Output {
+    /// Bytes held.
+    pub fn len(&self) -> usize {
+        self.stdout.len() + self.stderr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stream(&self, stream: Stream) -> &Captured {
+        match stream {
+            Stream::Stdout => &self.stdout,
+            Stream::Stderr => &self.stderr,
+        }
+    }
+}
+
+/// Collects a command's output for a buffered answer.
+pub struct Buffer {
+    cap: usize,
+    budget: Arc<Budget>,
+    stdout: Captured,
+    stderr: Captured,
+}
+
+impl Buffer {
+    pub fn new(cap: usize, budget: Arc<Budget>) -> Buffer {
+        Buffer {
+            stdout: Captured::new(cap, budget.clone()),
+            stderr: Captured::new(cap, budget.clone()),
+            cap,
+            budget,
+        }
+    }
+
+    pub fn finish(self, exit: Exit) -> Output {
+        Output {
+            exit,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+impl Sink for Buffer {
+    async fn output(&mut self, stream: Stream, data: &[u8]) {
+        match stream {
+            Stream::Stdout => self.stdout.push(data),
+            Stream::Stderr => self.stderr.push(data),
+        }
+    }
+
+    fn restart(&mut self) -> bool {
+        *self = Buffer::new(self.cap, self.budget.clone());
+        true
+    }
+}

@@ -1,0 +1,74 @@
+//! A call is a task. Once the RPC has accepted a call, [`task::start`] runs it in a task of its
+//! own, which owns the slot and the channel until the server has freed them; the HTTP handler
+//! only subscribes to its [`Reply`]. A caller that hangs up drops its subscription and nothing
+//! else: the command runs to its end or deadline, and the call is logged and counted as
+//! abandoned. See docs/rpc.md ("When the caller hangs up").
+//!
+//! - [`buffer`]: output held for a buffered answer, within the shared memory budget.
+//! - [`stream`]: output handed on as it arrives, for a streamed answer.
+//! - [`cache`]: single-flight over call tasks for verbs with a `cache_ttl`.
+//! - [`task`]: the task itself: run, answer, log and count, then release.
+
+pub mod buffer;
+pub mod cache;
+pub mod stream;
+pub mod task;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::VerbConfig;
+use crate::error::Error;
+use crate::ssh::exec::Exit;
+
+pub use buffer::Output;
+pub use stream::Piece;
+
+/// A call as the RPC hands it over, already validated.
+#[derive(Clone)]
+pub struct Call {
+    pub request_id: String,
+    pub verb: String,
+    pub verb_config: VerbConfig,
+    /// The command line sent to the remote: the verb and its arguments.
+    pub line: String,
+    pub args: Vec<String>,
+    pub stdin: Option<Bytes>,
+    /// The call's deadline, counted from its start: the verb's timeout or less.
+    pub timeout: Duration,
+}
+
+/// What every answer says about its call besides the result.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub request_id: String,
+    pub target: String,
+    pub verb: String,
+    pub duration: Duration,
+    pub cached: bool,
+    pub idempotent: bool,
+}
+
+/// How a caller subscribes to its call.
+pub enum Reply {
+    /// The whole answer at once, when the call has ended.
+    Buffered(oneshot::Sender<Answer>),
+    /// [`Piece`]s as the output arrives.
+    Streamed(mpsc::Sender<Piece>),
+}
+
+/// A buffered call's answer.
+pub struct Answer {
+    pub meta: Meta,
+    pub result: Result<std::sync::Arc<Output>, Error>,
+}
+
+/// How a streamed call ended.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    pub exit: Exit,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}

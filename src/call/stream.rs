@@ -1,0 +1,167 @@
+//! The sink of a streamed call: output goes to the caller as it arrives, as UTF-8 text that
+//! never splits a character, each stream cut at the target's `max_output_bytes`. At most
+//! [`PIECES_IN_FLIGHT`] pieces wait for the caller; one that reads nothing for
+//! [`STALLED_READER`] is treated as gone, so a stuck reader cannot freeze the SSH connection.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Ending, Meta, Output};
+use crate::error::Error;
+use crate::ssh::exec::{Exit, Sink, Stream};
+use crate::utf8::Utf8Pieces;
+
+/// Pieces a streamed call holds for its caller at most.
+pub const PIECES_IN_FLIGHT: usize = 4;
+/// A caller that takes nothing for this long is dropped; its call runs on.
+const STALLED_READER: Duration = Duration::from_secs(5);
+
+/// What a streamed caller receives, in order: `Started` once the command was sent (or a
+/// cached result is replayed), output, then exactly one `End`. An `End` that comes before
+/// `Started` is an error found before anything was sent.
+#[derive(Debug)]
+pub enum Piece {
+    Started,
+    Output(Stream, String),
+    End(Meta, Result<Ending, Error>),
+}
+
+/// One output stream's state.
+#[derive(Default)]
+struct Text {
+    decoder: Utf8Pieces,
+    bytes: usize,
+    truncated: bool,
+}
+
+/// Sends a call's output to its streamed caller.
+pub struct Streamer {
+    tx: mpsc::Sender<Piece>,
+    cap: usize,
+    stdout: Text,
+    stderr: Text,
+    started: bool,
+    /// Some output has reached the caller.
+    forwarded: bool,
+    /// The caller hung up or stalled: nothing more is sent.
+    gone: bool,
+}
+
+impl Streamer {
+    pub fn new(tx: mpsc::Sender<Piece>, cap: usize) -> Streamer {
+        Streamer {
+            tx,
+            cap,
+            stdout: Text::default(),
+            stderr: Text::default(),
+            started: false,
+            forwarded: false,
+            gone: false,
+        }
+    }
+
+    /// Replays a finished (cached) result: one stdout piece, one stderr piece when there is
+    /// any, then the end.
+    pub async fn replay(&mut self, out: &Output) {
+        self.start().await;
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let text = out.stream(stream).text();
+            if stream == Stream::Stdout || !text.is_empty() {
+                self.send(Piece::Output(stream, text)).await;
+            }
+        }
+    }
+
+    /// How the command ended, with this stream's cut flags.
+    pub fn ending(&self, exit: Exit) -> Ending {
+        Ending {
+            exit,
+            stdout_truncated: self.stdout.truncated,
+            stderr_truncated: self.stderr.truncated,
+        }
+    }
+
+    /// Sends the one terminal piece; true when the caller was gone before it.
+    pub async fn end(mut self, meta: Meta, result: Result<Ending, Error>) -> bool {
+        if result.is_ok() {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let text = self.text(stream);
+                let mut rest = String::new();
+                text.decoder.finish(text.truncated, &mut rest);
+                if !rest.is_empty() {
+                    self.send(Piece::Output(stream, rest)).await;
+                }
+            }
+        }
+        self.send(Piece::End(meta, result)).await;
+        self.gone
+    }
+
+    fn text(&mut self, stream: Stream) -> &mut Text {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+
+    async fn start(&mut self) {
+        if !self.started {
+            self.started = true;
+            self.send(Piece::Started).await;
+        }
+    }
+
+    async fn send(&mut self, piece: Piece) {
+        if self.gone {
+            return;
+        }
+        match tokio::time::timeout(STALLED_READER, self.tx.send(piece)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => self.gone = true,
+            Err(_) => {
+                tracing::info!(
+                    "a streaming caller read nothing for {STALLED_READER:?}; its output is dropped from here on"
+                );
+                self.gone = true;
+            }
+        }
+    }
+}
+
+impl Sink for Streamer {
+    fn sent(&mut self) {
+        // `Started` goes out with the first output or the end at the latest; a full queue
+        // cannot happen before anything else was sent.
+        if !self.started {
+            self.started = true;
+            if self.tx.try_send(Piece::Started).is_err() {
+                self.gone = true;
+            }
+        }
+    }
+
+    async fn output(&mut self, stream: Stream, data: &[u8]) {
+        let cap = self.cap;
+        let text = self.text(stream);
+        if text.truncated {
+            return;
+        }
+        let take = data.len().min(cap - text.bytes);
+        text.bytes += take;
+        let mut piece = String::new();
+        text.decoder.push(&data[..take], &mut piece);
+        if take < data.len() {
+            text.truncated = true;
+            text.decoder.finish(true, &mut piece);
+        }
+        if !piece.is_empty() {
+            self.forwarded = true;
+            self.send(Piece::Output(stream, piece)).await;
+        }
+    }
+
+    fn restart(&mut self) -> bool {
+        !self.forwarded
+    }
+}

@@ -1,0 +1,141 @@
+//! The call task: runs one call to its end whatever its caller does, answers the caller if it
+//! is still there, writes the call's one log line and its metrics, and only then lets the
+//! server's side of the channel finish before the slot goes back to the pool.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::buffer::{Buffer, Output};
+use super::stream::Streamer;
+use super::{Answer, Call, Ending, Meta, Reply};
+use crate::error::Error;
+use crate::ssh::exec::Exit;
+use crate::target::Target;
+
+/// Starts `call` on `target` as a task of its own; `reply` is how the caller listens.
+pub fn start(target: &Arc<Target>, call: Call, reply: Reply) {
+    let span = tracing::info_span!("call", request_id = %call.request_id, target = %target.name, verb = %call.verb);
+    target
+        .calls()
+        .spawn(run(target.clone(), call, reply).instrument(span));
+}
+
+/// A buffered subscription: the receiver resolves with the answer.
+pub fn buffered() -> (Reply, oneshot::Receiver<Answer>) {
+    let (tx, rx) = oneshot::channel();
+    (Reply::Buffered(tx), rx)
+}
+
+/// A streamed subscription: the receiver yields the call's pieces.
+pub fn streamed() -> (Reply, mpsc::Receiver<super::Piece>) {
+    let (tx, rx) = mpsc::channel(super::stream::PIECES_IN_FLIGHT);
+    (Reply::Streamed(tx), rx)
+}
+
+async fn run(target: Arc<Target>, call: Call, reply: Reply) {
+    let started = Instant::now();
+    let cap = target.config.max_output_bytes;
+    let cacheable = !call.verb_config.cache_ttl.is_zero();
+    let meta = |cached| Meta {
+        request_id: call.request_id.clone(),
+        target: target.name.clone(),
+        verb: call.verb.clone(),
+        duration: started.elapsed(),
+        cached,
+        idempotent: call.verb_config.idempotent,
+    };
+    let (meta, summary, abandoned, release) = match reply {
+        Reply::Buffered(tx) => {
+            let (result, cached, release) = if cacheable {
+                let (result, cached) = target.shared_run(&call).await;
+                (result, cached, None)
+            } else {
+                let mut buffer = Buffer::new(cap, target.budget());
+                let (result, release) = target.execute(&call, &mut buffer).await;
+                let result = result.map(|exit| Arc::new(buffer.finish(exit)));
+                (result, false, Some(release))
+            };
+            let meta = meta(cached);
+            let summary = result
+                .as_ref()
+                .map(|out| out.exit.clone())
+                .map_err(Error::clone);
+            let answer = Answer {
+                meta: meta.clone(),
+                result,
+            };
+            let abandoned = tx.send(answer).is_err();
+            (meta, summary, abandoned, release)
+        }
+        Reply::Streamed(tx) => {
+            let mut streamer = Streamer::new(tx, cap);
+            let (result, cached, release) = if cacheable {
+                let (result, cached) = target.shared_run(&call).await;
+                if let Ok(out) = &result {
+                    streamer.replay(out).await;
+                }
+                (result.map(|out| ending_of(&out)), cached, None)
+            } else {
+                let (result, release) = target.execute(&call, &mut streamer).await;
+                (
+                    result.map(|exit| streamer.ending(exit)),
+                    false,
+                    Some(release),
+                )
+            };
+            let meta = meta(cached);
+            let summary = result
+                .as_ref()
+                .map(|e| e.exit.clone())
+                .map_err(Error::clone);
+            let abandoned = streamer.end(meta.clone(), result).await;
+            (meta, summary, abandoned, release)
+        }
+    };
+    record(&target, &meta, summary.as_ref(), abandoned);
+    if let Some(release) = release {
+        release.await;
+    }
+}
+
+fn ending_of(out: &Output) -> Ending {
+    Ending {
+        exit: out.exit.clone(),
+        stdout_truncated: out.stdout.truncated(),
+        stderr_truncated: out.stderr.truncated(),
+    }
+}
+
+/// Logs the call's one line and counts it.
+pub fn record(target: &Target, meta: &Meta, result: Result<&Exit, &Error>, abandoned: bool) {
+    let code = result.map_or_else(|e| e.code(), |_| "ok");
+    let duration_ms = crate::health::millis(meta.duration);
+    target.record_call(&meta.verb, result.err(), meta.duration, abandoned);
+    match result {
+        Ok(exit) => tracing::info!(
+            request_id = meta.request_id,
+            target = meta.target,
+            verb = meta.verb,
+            code,
+            duration_ms,
+            cached = meta.cached,
+            exit_status = exit.status,
+            abandoned,
+            "call"
+        ),
+        Err(e) => tracing::info!(
+            request_id = meta.request_id,
+            target = meta.target,
+            verb = meta.verb,
+            code,
+            duration_ms,
+            cached = meta.cached,
+            abandoned,
+            error = %e,
+            "call"
+        ),
+    }
+}

@@ -1,0 +1,272 @@
+//! The RPC on the Unix socket (docs/rpc.md): `POST /v1/call` and `GET /v1/health`, and the
+//! socket's life (stale file replaced, a live one refused, mode applied, uid checked). A call
+//! is validated here, then started as a task (see [`crate::call`]) that the handler only
+//! subscribes to: a caller that hangs up cancels nothing.
+
+mod answer;
+mod body;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde::Deserialize;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::args::command_line;
+use crate::call::{Call, Piece, task};
+use crate::error::Error;
+use crate::http::{Body, accept_loop, json, respond, serve_connection};
+use crate::sidecar::Sidecar;
+use crate::target::Target;
+
+/// Longest request id accepted from a caller.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The body of `POST /v1/call`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallRequest {
+    target: Option<String>,
+    verb: String,
+    #[serde(default)]
+    args: Vec<String>,
+    stdin: Option<String>,
+    stdin_base64: Option<String>,
+    timeout_ms: Option<u64>,
+    request_id: Option<String>,
+    #[serde(default)]
+    stream: bool,
+}
+
+/// Binds the socket: a stale file nobody listens on is replaced; a live one means another
+/// tether runs there, and starting is refused.
+pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another process (probably another tether) is listening on {}; refusing to start",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {:o} {}: {e}", mode, path.display()))?;
+    Ok(listener)
+}
+
+/// Accepts RPC connections until `cancel` fires. Callers outside `server.allowed_uids`
+/// (SO_PEERCRED) get `forbidden` for every request.
+pub async fn serve(
+    listener: UnixListener,
+    shared: Arc<Sidecar>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+) {
+    let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let timeouts = shared.server.timeouts();
+    let serve = |stream: tokio::net::UnixStream| {
+        let uid = stream.peer_cred().map(|c| c.uid()).ok();
+        let allowed = shared.server.allowed_uids.is_empty()
+            || uid.is_some_and(|uid| shared.server.allowed_uids.contains(&uid));
+        let shared = shared.clone();
+        let handler = move |req| {
+            let shared = shared.clone();
+            async move {
+                if !allowed {
+                    return answer::error(&Error::Forbidden(uid.unwrap_or(u32::MAX)), false, None);
+                }
+                route(shared, req).await
+            }
+        };
+        serve_connection(stream, handler, timeouts, &tracker, cancel.clone());
+    };
+    accept_loop("RPC socket", accept, serve, cancel.clone()).await;
+}
+
+async fn route(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::POST, "/v1/call") => call(&sidecar, req).await,
+        (&Method::GET, "/v1/health") => json(200, &sidecar.health_json()),
+        (&Method::GET, "/livez") => respond(200, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") if sidecar.is_draining() => {
+            respond(503, "text/plain", "draining\n")
+        }
+        (&Method::GET, "/readyz") => respond(200, "text/plain", "ready\n"),
+        (_, "/v1/call" | "/v1/health") => answer::error(
+            &Error::BadRequest("method not allowed here".into()),
+            false,
+            None,
+        ),
+        (_, path) => answer::error(
+            &Error::BadRequest(format!("no endpoint {path}")),
+            false,
+            None,
+        ),
+    }
+}
+
+/// A call refused before it started, and what is known of it by then.
+struct Refused {
+    error: Error,
+    request_id: Option<String>,
+    /// The target and the verb's metric label, once known.
+    labels: Option<(Arc<Target>, String)>,
+}
+
+async fn call(sidecar: &Sidecar, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let (target, call, stream) = match accept(sidecar, req).await {
+        Ok(accepted) => accepted,
+        Err(refused) => return refuse(refused, started.elapsed()),
+    };
+    if stream {
+        let (reply, mut pieces) = task::streamed();
+        task::start(&target, call, reply);
+        match pieces.recv().await {
+            Some(Piece::Started) => answer::streamed(pieces),
+            Some(Piece::End(meta, Err(e))) => {
+                answer::error(&e, meta.idempotent, Some(&meta.request_id))
+            }
+            other => internal(format!("a streamed call began with {other:?}")),
+        }
+    } else {
+        let (reply, answered) = task::buffered();
+        task::start(&target, call, reply);
+        match answered.await {
+            Ok(answer) => answer::buffered(answer),
+            Err(_) => internal("a call task ended without an answer".into()),
+        }
+    }
+}
+
+fn internal(message: String) -> Response<Body> {
+    answer::error(&Error::Internal(message), false, None)
+}
+
+/// Reads and validates a call; what it returns is ready to run.
+async fn accept(
+    sidecar: &Sidecar,
+    req: Request<Incoming>,
+) -> Result<(Arc<Target>, Call, bool), Refused> {
+    let refused = |error, request_id: Option<&str>, labels: Option<(&Arc<Target>, &str)>| Refused {
+        error,
+        request_id: request_id.map(str::to_string),
+        labels: labels.map(|(target, verb)| (target.clone(), verb.to_string())),
+    };
+    if sidecar.is_draining() {
+        return Err(refused(Error::ShuttingDown, None, None));
+    }
+    let server = &sidecar.server;
+    let body = match body::read(req, server.max_request_bytes, server.request_timeout).await {
+        Ok(body) => body,
+        Err((e, rest)) => {
+            let max = server.max_request_bytes.saturating_mul(2);
+            sidecar.calls.spawn(body::linger(rest, max));
+            return Err(refused(e, None, None));
+        }
+    };
+    let request: CallRequest = serde_json::from_slice(&body).map_err(|e| {
+        let e = Error::BadRequest(format!("the body is not a valid call: {e}"));
+        refused(e, None, None)
+    })?;
+    drop(body);
+    let request_id =
+        checked_request_id(request.request_id.clone()).map_err(|e| refused(e, None, None))?;
+    let id = Some(request_id.as_str());
+    let target = sidecar
+        .target(request.target.as_deref())
+        .map_err(|e| refused(e, id, None))?
+        .clone();
+    let verb_config = sidecar.verbs.get(&request.verb);
+    let labels = Some((
+        &target,
+        verb_config.map_or("other", |_| request.verb.as_str()),
+    ));
+    let verb_config = verb_config
+        .ok_or_else(|| refused(Error::VerbNotAllowed(request.verb.clone()), id, labels))?;
+    let stdin = stdin_bytes(&request).map_err(|e| refused(e, id, labels))?;
+    let timeout = match request.timeout_ms {
+        Some(0) => {
+            let e = Error::BadRequest("timeout_ms must be at least 1".into());
+            return Err(refused(e, id, labels));
+        }
+        Some(ms) => verb_config.timeout.min(Duration::from_millis(ms)),
+        None => verb_config.timeout,
+    };
+    let line = command_line(&request.verb, &request.args).map_err(|e| refused(e, id, labels))?;
+    let call = Call {
+        request_id,
+        verb: request.verb,
+        verb_config: verb_config.clone(),
+        line,
+        args: request.args,
+        stdin,
+        timeout,
+    };
+    Ok((target, call, request.stream))
+}
+
+/// Answers, logs and counts a call refused before it started.
+fn refuse(refused: Refused, took: Duration) -> Response<Body> {
+    let Refused {
+        error,
+        request_id,
+        labels,
+    } = refused;
+    let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (target, verb) = match &labels {
+        Some((target, verb)) => {
+            target.record_call(verb, Some(&error), took, false);
+            (target.name.as_str(), verb.as_str())
+        }
+        None => ("", ""),
+    };
+    let duration_ms = crate::health::millis(took);
+    tracing::info!(request_id, target, verb, code = error.code(), duration_ms, error = %error, "call");
+    answer::error(&error, false, Some(&request_id))
+}
+
+fn checked_request_id(given: Option<String>) -> Result<String, Error> {
+    let Some(id) = given else {
+        return Ok(uuid::Uuid::new_v4().to_string());
+    };
+    let printable = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+    if id.is_empty() || id.len() > MAX_REQUEST_ID || !printable {
+        return Err(Error::BadRequest(format!(
+            "request_id is 1 to {MAX_REQUEST_ID} of [A-Za-z0-9._:-]"
+        )));
+    }
+    Ok(id)
+}
+
+fn stdin_bytes(call: &CallRequest) -> Result<Option<Bytes>, Error> {
+    match (&call.stdin, &call.stdin_base64) {
+        (Some(_), Some(_)) => Err(Error::BadRequest(
+            "give stdin or stdin_base64, not both".into(),
+        )),
+        (Some(text), None) => Ok(Some(Bytes::from(text.clone()))),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(|b| Some(Bytes::from(b)))
+            .map_err(|e| Error::BadRequest(format!("stdin_base64 is not base64: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
