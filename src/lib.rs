@@ -15,6 +15,7 @@
 //! - [`sidecar`]: what the servers share, and the drain flags.
 //! - [`shutdown`]: signals; [`cli`]: the `call`, `check` and `config` commands.
 //! - [`demo`]: `tether demo`, a loopback SSH server with a built-in shim behind the real sidecar.
+//! - [`doctor`]: `tether doctor`, the operator's preflight against the real remote.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -9,6 +9,7 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::net::TcpStream;
 
+use super::banner;
 use crate::config::{Credentials, TargetConfig};
 use crate::error::Error;
 
@@ -33,6 +34,7 @@ pub struct Endpoint {
     pub addr: String,
     pub connect_timeout: Duration,
     pub credentials: Arc<Credentials>,
+    pub allow_tailscale_ssh: bool,
     ssh: Arc<client::Config>,
 }
 
@@ -53,6 +55,7 @@ impl Endpoint {
             addr: target.addr(),
             connect_timeout: target.connect_timeout,
             credentials,
+            allow_tailscale_ssh: target.allow_tailscale_ssh,
             ssh: Arc::new(ssh),
         }
     }
@@ -132,6 +135,10 @@ impl Connection {
             credentials: endpoint.credentials.clone(),
             received: received.clone(),
         };
+        let (server_id, tcp) = banner::read_identification(tcp)
+            .await
+            .map_err(|e| handshake_error(e, addr, endpoint, &received))?;
+        banner::refuse_tailscale(&server_id, addr, endpoint.allow_tailscale_ssh)?;
         let mut handle = client::connect_stream(endpoint.ssh.clone(), tcp, pin)
             .await
             .map_err(|e| handshake_error(e, addr, endpoint, &received))?;

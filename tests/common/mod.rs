@@ -7,6 +7,8 @@
 //! - [`keys`]: client and host key pairs from ssh-keygen, OpenSSH and PEM text.
 //! - [`tether`]: writes a tether config pointing at an [`sshd::Sshd`], spawns the real binary,
 //!   waits until it answers, captures its output, and runs the CLI.
+//! - [`fake_tailscale`]: a russh server that announces itself as Tailscale SSH, lets any key
+//!   in and runs commands in a shell, logging each one.
 //! - [`http`]: a tiny blocking HTTP/1.1 client over a Unix socket or TCP.
 //! - [`ports`]: free ports, ports where nothing listens, and listeners that never answer.
 //! - [`proxy`]: a loopback TCP proxy that adds latency, black-holes traffic or cuts connections.
@@ -16,6 +18,7 @@
 //! in parallel threads. Waiting is always polling against a deadline ([`wait_until`]).
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod fake_tailscale;
 pub mod http;
 pub mod keys;
 pub mod ports;

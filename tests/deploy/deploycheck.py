@@ -32,7 +32,7 @@ METRICS_COPY = HERE / "spec-metrics.txt"
 SCRAPE_LABELS = {"instance", "job"}
 SEVERITIES = {"critical", "warning", "info"}
 # alerts about a security problem: they must be on the security lane
-SECURITY_ALERTS = {"TetherHostKeyMismatch", "TetherAuthFailing"}
+SECURITY_ALERTS = {"TetherHostKeyMismatch", "TetherAuthFailing", "TetherUpstreamMisconfigured"}
 # the minimum set
 REQUIRED_ALERTS = {
     "TetherDown", "TetherLaptopUnreachable", "TetherHostKeyMismatch", "TetherAuthFailing",
