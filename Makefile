@@ -1,19 +1,26 @@
 # Developer and CI entry points. CI runs .ci/run, which runs `make test`.
 CARGO ?= cargo
 
-.PHONY: test fmt lint demo bench test-deps deploy-check image
+.PHONY: test fmt lint demo bench test-deps deploy-check go-test image
 
-## test: install what the integration tests need, then fmt check, clippy, all tests, deploy checks
+## test: install what the integration tests need, then fmt check, clippy, all tests, deploy
+## checks, the Go client's tests
 test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
 	$(MAKE) deploy-check
+	$(MAKE) go-test
 
 ## deploy-check: alert rules, dashboard, compose, Dockerfile and Helm chart (tests/deploy/check.sh)
 deploy-check:
 	$(CARGO) build --locked
 	TETHER_BIN=target/debug/tether bash tests/deploy/check.sh
+
+## go-test: the Go client (clients/go): go vet, then go test against `tether demo` (TETHER_BIN)
+go-test:
+	$(CARGO) build --locked
+	cd clients/go && go vet ./... && TETHER_BIN=$(CURDIR)/target/debug/tether go test -count=1 ./...
 
 ## bench: tether against ssh per call, an OpenSSH ControlMaster and a raw russh exec, against
 ## a real sshd (release build; a few minutes); prints tables, writes target/bench/compare.json.

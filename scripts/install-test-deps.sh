@@ -5,6 +5,7 @@
 #   ssh, ssh-keygen    openssh-client: test keys, and the fixture's own self-test
 #   promtool           prometheus: checks that /metrics is valid Prometheus text
 #   python3            already part of the base image
+#   go                 golang-go: the Go client's tests (clients/go, Go 1.19 or later)
 set -eu
 
 missing=""
@@ -19,6 +20,7 @@ need ssh openssh-client
 need ssh-keygen openssh-client
 need promtool prometheus
 need python3 python3
+need go golang-go
 
 if [ -z "$missing" ]; then
   echo "install-test-deps: all test tools present"

@@ -1,0 +1,3 @@
+module github.com/paliad/tether/clients/go
+
+go 1.19
