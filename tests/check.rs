@@ -1,5 +1,6 @@
-//! `tether check` (docs/cli.md, "tether check"): 0 when up, 1 when degraded, down or unknown (and for a target that does not
-//! exist), 2 when nothing answers; `--wait` polls until up; `--ready` ignores the targets.
+//! `tether check` (docs/cli.md, "tether check"): 0 when up, 1 when degraded, down or unknown
+//! (and for a target that does not exist), 2 when nothing answers; `--wait` polls until up;
+//! `--ready` ignores the targets.
 
 mod common;
 
@@ -61,7 +62,7 @@ fn exit_codes_follow_the_target_and_ready_ignores_it() {
 }
 
 #[test]
-fn wait_returns_zero_once_the_target_comes_up() {
+fn check_wait_exits_zero_once_the_target_comes_up() {
     let mut sshd = Sshd::start();
     let tether = spawn(&sshd);
     tether.wait_status("up");

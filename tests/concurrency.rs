@@ -1,5 +1,5 @@
-//! Many callers at once against OpenSSH's default MaxSessions 10: every turn runs exactly once,
-//! none is refused, and the pool ends empty.
+//! Many callers at once against OpenSSH's default MaxSessions 10 (docs/config.md, "Sizing the
+//! pool"): every turn runs exactly once, none is refused, and the pool ends empty.
 
 mod common;
 

@@ -68,7 +68,7 @@ fn ecdsa_keys_log_in_too() {
 }
 
 #[test]
-fn key_and_known_hosts_from_files() {
+fn a_key_and_pinned_host_keys_from_files_log_in() {
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)
         .unset("targets.laptop.private_key")

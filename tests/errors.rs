@@ -71,7 +71,7 @@ fn bad_requests_are_refused_before_anything_is_sent() {
 }
 
 #[test]
-fn allowlist_targets_and_sizes() {
+fn unknown_verbs_unknown_targets_and_oversized_bodies_are_refused() {
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)
         .set("server.max_request_bytes", 4096)

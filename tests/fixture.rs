@@ -64,7 +64,7 @@ fn rsa_key_and_pem_form_are_authorized() {
 }
 
 #[test]
-fn shim_verbs_behave() {
+fn the_test_shim_runs_each_of_its_verbs() {
     let sshd = Sshd::start();
     assert_eq!(ssh_ok(&sshd, &["health", "s1"]), "ok\n");
     assert_eq!(ssh_ok(&sshd, &["reset", "s1"]), "reset s1\n");

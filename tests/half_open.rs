@@ -146,8 +146,8 @@ fn a_slow_handshake_does_not_outlast_a_call_deadline() {
     let _serial = serial();
     let sshd = Sshd::start();
     let proxy = Proxy::start(sshd.addr());
-    // 150 ms each way: the SSH handshake (several round trips) takes well over a second.
-    proxy.set_latency(Duration::from_millis(150));
+    // 100 ms each way: the SSH handshake (several round trips) takes most of a second.
+    proxy.set_latency(Duration::from_millis(100));
     let tether = TetherConfig::for_sshd(&sshd)
         .via(proxy.port(), &sshd)
         .test_verbs()

@@ -1,5 +1,7 @@
-//! 10,000 idle connections on the RPC socket, while a normal call still gets its answer. tether starts with the common container default of a 1024 soft limit on
-//! open files (the hard limit stays as it is): it must raise its own soft limit to serve.
+//! 10,000 idle connections on the RPC socket, while a normal call still gets its answer.
+//! tether starts with the common container default of a 1024 soft limit on open files (the
+//! hard limit stays as it is): it must raise its own soft limit to serve (docs/cli.md,
+//! "tether serve").
 //!
 //! A binary of its own: it changes the test process's file limit, which every tether spawned
 //! meanwhile inherits.

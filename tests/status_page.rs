@@ -1,5 +1,6 @@
-//! The status page (`GET /` on the admin port, docs/metrics.md): the target, its badge, an inline chart, a
-//! self-refresh, no external assets, and the last error in words once something failed.
+//! The status page (`GET /` on the admin port, docs/metrics.md): the target, its badge, an
+//! inline chart, a self-refresh, no external assets, and the last error in words once
+//! something failed.
 //!
 //! `cargo test --test status_page -- --ignored --nocapture` also renders it in headless
 //! Chromium (scripts/status-page-screenshot.sh) in the up and down states, for a person to look at.
