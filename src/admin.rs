@@ -21,13 +21,14 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let timeouts = shared.server.timeouts();
     let serve = |stream| {
         let shared = shared.clone();
         let handler = move |req| {
             let shared = shared.clone();
             async move { route(&shared, req) }
         };
-        serve_connection(stream, handler, &tracker, cancel.clone());
+        serve_connection(stream, handler, timeouts, &tracker, cancel.clone());
     };
     accept_loop("admin port", accept, serve, cancel.clone()).await;
 }

@@ -1,5 +1,5 @@
 //! What may reach the remote's command line: arguments of a safe charset only, so nothing a
-//! shell could interpret ever leaves tether (SPEC § Configuration, Arguments).
+//! shell could interpret ever leaves tether (docs/rpc.md, "Argument rules").
 
 use crate::error::Error;
 

@@ -1,4 +1,4 @@
-//! The one error type that leaves tether: every variant has a stable SPEC code, an HTTP
+//! The one error type that leaves tether: every variant has a stable code (docs/rpc.md), an HTTP
 //! status and a retry hint, all decided in one place.
 
 use std::time::Duration;
@@ -31,6 +31,14 @@ pub enum Error {
         expected: String,
         received: String,
     },
+    /// The server answers but must not be used as configured (Tailscale SSH, which never
+    /// runs the forced command); `fix` says what to change.
+    #[error("{addr}: {problem}; nothing was sent. Fix: {fix}")]
+    UpstreamMisconfigured {
+        addr: String,
+        problem: String,
+        fix: String,
+    },
     #[error("{0}")]
     UpstreamUnreachable(String),
     #[error("{0}")]
@@ -44,7 +52,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The stable code from the SPEC's table.
+    /// The stable code from the table in docs/rpc.md.
     pub fn code(&self) -> &'static str {
         self.describe().0
     }
@@ -63,12 +71,15 @@ impl Error {
         }
     }
 
-    /// A refusal for security reasons (the host key or our key): an operator must act, so it
-    /// is logged at ERROR and shown as the target's last error.
+    /// A refusal for security reasons (the host key, our key, or a server that would not
+    /// run the forced command): an operator must act, so it is logged at ERROR and shown as
+    /// the target's last error, and a call to a target known down still answers with it.
     pub fn is_security(&self) -> bool {
         matches!(
             self,
-            Error::HostKeyMismatch { .. } | Error::UpstreamAuthFailed { .. }
+            Error::HostKeyMismatch { .. }
+                | Error::UpstreamAuthFailed { .. }
+                | Error::UpstreamMisconfigured { .. }
         )
     }
 
@@ -83,6 +94,7 @@ impl Error {
             Error::Busy { .. } => ("busy", 429, Always),
             Error::UpstreamAuthFailed { .. } => ("upstream_auth_failed", 502, Never),
             Error::HostKeyMismatch { .. } => ("host_key_mismatch", 502, Never),
+            Error::UpstreamMisconfigured { .. } => ("upstream_misconfigured", 502, Never),
             Error::UpstreamUnreachable(_) => ("upstream_unreachable", 503, Always),
             Error::ConnectionLost(_) => ("connection_lost", 503, IfIdempotent),
             Error::ShuttingDown => ("shutting_down", 503, Always),

@@ -1,5 +1,5 @@
 //! The cached health of one target: what the probes found, kept in memory so that reading
-//! it never touches the network. Serialises to the SPEC's `/v1/health` shape.
+//! it never touches the network. Serialises to the `/v1/health` shape of docs/rpc.md.
 
 use std::collections::VecDeque;
 use std::sync::RwLock;
@@ -152,7 +152,7 @@ impl Health {
         record_error(&mut self.state.write().expect("poisoned"), e);
     }
 
-    /// The SPEC's per-target JSON object.
+    /// The per-target object of `/v1/health` (docs/rpc.md).
     pub fn to_json(&self, pool: PoolNumbers) -> serde_json::Value {
         let s = self.state.read().expect("poisoned");
         serde_json::json!({

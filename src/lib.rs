@@ -3,18 +3,19 @@
 //!
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
-//! - [`error`]: the one error enum with the SPEC's codes, HTTP statuses and retry hints.
+//! - [`error`]: the one error enum with the codes of docs/rpc.md, HTTP statuses and retry hints.
 //! - [`args`]: the argument charset and command-line limits.
 //! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
 //! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
 //! - [`utf8`]: output bytes to text, piece by piece, never splitting a character.
 //! - [`health`] and [`probe`]: the cached probe results and the loop that feeds them.
-//! - [`metrics`]: every SPEC metric on tether's own registry.
+//! - [`metrics`]: every metric of docs/metrics.md on tether's own registry.
 //! - [`http`], [`rpc`], [`admin`], [`status_page`]: the Unix-socket RPC and the admin port.
 //! - [`sidecar`]: what the servers share, and the drain flags.
 //! - [`shutdown`]: signals; [`cli`]: the `call`, `check` and `config` commands.
 //! - [`demo`]: `tether demo`, a loopback SSH server with a built-in shim behind the real sidecar.
+//! - [`doctor`]: `tether doctor`, the operator's preflight against the real remote.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -23,6 +24,7 @@ pub mod call;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod doctor;
 pub mod error;
 pub mod health;
 pub mod http;

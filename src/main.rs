@@ -41,6 +41,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Preflight against the real remote: config, key, TCP, banner, host key, auth, forced
+    /// command, MaxSessions, latency. Exit 0 when nothing failed, 1 otherwise, 78 for an
+    /// invalid config.
+    Doctor(tether::doctor::DoctorArgs),
     /// Try tether with nothing else: a throwaway SSH server with a built-in shim on
     /// loopback, and the real sidecar in front of it. Prints commands to paste.
     Demo(tether::demo::DemoArgs),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
             Command::Check(args) => ExitCode::from(check::run(args).await as u8),
             Command::Config { config } => show_config(config),
             Command::Demo(args) => demo(args).await,
+            Command::Doctor(args) => ExitCode::from(tether::doctor::run(args).await),
         }
     })
 }
@@ -140,7 +145,8 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The module path would be a second "target" key beside the call's target field.
+        LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -1,4 +1,4 @@
-//! Every metric of the SPEC, registered once on tether's own registry. Labels come only from
+//! Every metric of docs/metrics.md, registered once on tether's own registry. Labels come only from
 //! config (target, verb) and the fixed error codes, so their number is bounded.
 
 use prometheus::{

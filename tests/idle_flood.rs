@@ -43,6 +43,7 @@ fn ten_thousand_idle_connections_do_not_stop_a_call() {
     );
     let sshd = Sshd::start();
     setrlimit(Resource::RLIMIT_NOFILE, 1024, hard).unwrap();
+    // A short server.idle_timeout, so that the test sees tether reclaim them.
     let tether = TetherConfig::for_sshd(&sshd)
         .test_verbs()
         .set("server.idle_timeout", "3s")

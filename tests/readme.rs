@@ -1,7 +1,8 @@
 //! The README's examples run as printed: every `curl … --unix-socket …` and `tether call …`
 //! line of its `sh` blocks runs in bash against a real `tether demo`, with only the socket
 //! path and the path of the `tether` binary swapped in. Each must succeed: curl exits 0 with
-//! an HTTP 200 JSON answer (and a call's remote command exits 0), `tether call` exits 0.
+//! an HTTP 200 JSON answer (NDJSON ending in `exit` for a streamed call) whose remote command
+//! exited 0; `tether call` exits 0.
 
 mod common;
 
@@ -86,7 +87,7 @@ fn the_readme_finds_its_examples() {
     let curls = lines.iter().filter(|l| is_curl_example(l)).count();
     let clis = lines.iter().filter(|l| is_cli_example(l)).count();
     assert!(
-        curls >= 3 && clis >= 2,
+        curls >= 4 && clis >= 2,
         "{curls} curl, {clis} tether call in {lines:#?}"
     );
     assert!(
@@ -138,9 +139,18 @@ fn readme_examples_run_as_printed_against_tether_demo() {
                 .rsplit_once('\n')
                 .expect("a body, then the status");
             assert_eq!(status, "200", "{shown}");
-            let body: Value =
-                serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}):\n{shown}"));
-            if let Some(exit) = body.get("exit_status") {
+            // One JSON answer, or NDJSON events of a streamed call ending with `exit`.
+            let values: Vec<Value> = serde_json::Deserializer::from_str(body)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("not JSON ({e}):\n{shown}"));
+            let last = values
+                .last()
+                .unwrap_or_else(|| panic!("no answer:\n{shown}"));
+            if values.len() > 1 || last.get("event").is_some() {
+                assert_eq!(last["event"], "exit", "a stream ends with exit:\n{shown}");
+            }
+            if let Some(exit) = last.get("exit_status") {
                 assert_eq!(exit, 0, "the remote command failed:\n{shown}");
             }
         } else {
@@ -149,7 +159,7 @@ fn readme_examples_run_as_printed_against_tether_demo() {
         eprintln!("ran as printed: {line}");
         ran += 1;
     }
-    assert!(ran >= 5, "only {ran} examples ran");
+    assert!(ran >= 6, "only {ran} examples ran");
 }
 
 /// Fails with the install hint when a tool the test runs is missing.

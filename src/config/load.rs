@@ -9,6 +9,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::{Dict, Value};
 
+use super::origins::{self, Origins};
 use super::{Config, Loaded, Secret, validate};
 
 /// The file read when neither `--config` nor `$TETHER_CONFIG` names one.
@@ -36,7 +37,9 @@ impl std::error::Error for ConfigErrors {}
 /// exists), the environment and the legacy variables, and validates it: type errors, unknown
 /// keys and invalid values are reported together.
 pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
-    let (config, mut errors) = read(path)?;
+    let Read {
+        config, mut errors, ..
+    } = read(path)?;
     match validate(config) {
         Ok(loaded) if errors.is_empty() => Ok(loaded),
         Ok(_) => Err(ConfigErrors(errors)),
@@ -47,16 +50,33 @@ pub fn load(path: Option<&Path>) -> Result<Loaded, ConfigErrors> {
     }
 }
 
-/// Reads every source; what could not be read is left at its default and reported.
-fn read(path: Option<&Path>) -> Result<(Config, Vec<String>), ConfigErrors> {
+/// The configuration as read from every source, before validation.
+pub struct Read {
+    /// What could be read; a key that could not is left at its default.
+    pub config: Config,
+    /// Keys that could not be read (type errors, unknown keys), each named.
+    pub errors: Vec<String>,
+    /// Which source set each key of each target.
+    pub origins: Origins,
+}
+
+/// Reads every source; what could not be read is left at its default and reported. Fails
+/// only when the config file named by `path` or `$TETHER_CONFIG` does not exist.
+pub fn read(path: Option<&Path>) -> Result<Read, ConfigErrors> {
     let mut figment = Figment::new();
     if let Some(file) = config_file(path)? {
         figment = figment.merge(Toml::file(file));
     }
     figment = figment.merge(Env::prefixed("TETHER_").split("__").ignore(&["config"]));
     let (mut config, mut errors) = extract_all(&figment);
-    apply_legacy(&mut config, &|name| std::env::var(name).ok(), &mut errors);
-    Ok((config, errors))
+    let mut origins = origins::from_figment(&figment);
+    let legacy = apply_legacy(&mut config, &|name| std::env::var(name).ok(), &mut errors);
+    origins::add_legacy(&mut origins, LEGACY_TARGET, legacy);
+    Ok(Read {
+        config,
+        errors,
+        origins,
+    })
 }
 
 fn config_file(path: Option<&Path>) -> Result<Option<PathBuf>, ConfigErrors> {
@@ -125,20 +145,28 @@ fn remove_key(dict: &mut Dict, key: &[String]) -> bool {
     }
 }
 
-/// The legacy variables of existing deployments define target `paliadin`.
+/// The target the legacy variables define.
+const LEGACY_TARGET: &str = "paliadin";
+
+/// The legacy variables of existing deployments define target `paliadin`. Returns the
+/// target keys they set, each with its variable.
 fn apply_legacy(
     config: &mut Config,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<String>,
-) {
+) -> Vec<(&'static str, &'static str)> {
     let Some(host) = env("PALIADIN_REMOTE_HOST") else {
-        return;
+        return Vec::new();
     };
-    let target = config.targets.entry("paliadin".into()).or_default();
+    let mut set = vec![("host", "PALIADIN_REMOTE_HOST")];
+    let target = config.targets.entry(LEGACY_TARGET.into()).or_default();
     target.host = host;
     if let Some(port) = env("PALIADIN_REMOTE_PORT") {
         match port.trim().parse() {
-            Ok(port) => target.port = port,
+            Ok(port) => {
+                target.port = port;
+                set.push(("port", "PALIADIN_REMOTE_PORT"));
+            }
             Err(_) => errors.push(format!(
                 "PALIADIN_REMOTE_PORT: {port:?} is not a port number"
             )),
@@ -146,14 +174,17 @@ fn apply_legacy(
     }
     if let Some(user) = env("PALIADIN_REMOTE_USER") {
         target.user = user;
+        set.push(("user", "PALIADIN_REMOTE_USER"));
     }
     if let Some(key) = env("PALIADIN_SSH_PRIVATE_KEY") {
         target.private_key = Some(Secret::new(key));
         target.private_key_file = None;
+        set.push(("private_key", "PALIADIN_SSH_PRIVATE_KEY"));
     }
     if let Some(known_hosts) = env("PALIADIN_KNOWN_HOSTS") {
         target.known_hosts = Some(known_hosts);
         target.known_hosts_file = None;
+        set.push(("known_hosts", "PALIADIN_KNOWN_HOSTS"));
     }
     if let Some(secs) = env("PALIADIN_TIMEOUT_S") {
         match (secs.trim().parse::<u64>(), config.verbs.get_mut("run-turn")) {
@@ -167,6 +198,7 @@ fn apply_legacy(
             )),
         }
     }
+    set
 }
 
 #[cfg(test)]

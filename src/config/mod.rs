@@ -1,9 +1,10 @@
-//! The configuration: typed keys with their defaults (SPEC § Configuration).
+//! The configuration: typed keys with their defaults (docs/config.md).
 //!
 //! [`load`] reads the sources and [`validate`] turns the result into a [`Loaded`] config whose
 //! keys and host keys are parsed, reporting every problem at once.
 
 mod load;
+mod origins;
 mod secret;
 mod validate;
 
@@ -13,9 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigErrors, load};
+pub use load::{ConfigErrors, Read, load, read};
+pub use origins::Origins;
 pub use secret::Secret;
-pub use validate::{Credentials, Loaded, validate};
+pub use validate::{CredentialParts, Credentials, Loaded, check, credential_parts, validate};
 
 /// Where the RPC socket lives unless configured.
 pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";
@@ -48,6 +50,8 @@ pub const DEFAULT_CHANNELS_PER_CONNECTION: usize = 8;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-stream output cap; beyond it output is cut and flagged.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// A server whose banner says Tailscale SSH is refused: it never runs the forced command.
+pub const DEFAULT_ALLOW_TAILSCALE_SSH: bool = false;
 /// Transport probe period.
 pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Transport probe bound.
@@ -119,6 +123,16 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// The idle and request timeouts of every HTTP connection.
+    pub fn timeouts(&self) -> crate::http::clock::Timeouts {
+        crate::http::clock::Timeouts {
+            idle: self.idle_timeout,
+            request: self.request_timeout,
+        }
+    }
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -182,6 +196,8 @@ pub struct TargetConfig {
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
     pub max_output_bytes: usize,
+    /// Use a server whose banner says Tailscale SSH anyway (docs/config.md).
+    pub allow_tailscale_ssh: bool,
     pub probe: ProbeConfig,
 }
 
@@ -201,6 +217,7 @@ impl Default for TargetConfig {
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            allow_tailscale_ssh: DEFAULT_ALLOW_TAILSCALE_SSH,
             probe: ProbeConfig::default(),
         }
     }

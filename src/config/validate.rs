@@ -39,26 +39,21 @@ impl std::fmt::Debug for Credentials {
 
 /// Checks every key of `config` and parses each target's credentials.
 pub fn validate(config: Config) -> Result<Loaded, ConfigErrors> {
-    let mut errors = Vec::new();
-    check_server(&config, &mut errors);
+    let mut errors = check(&config);
     let mut credentials = BTreeMap::new();
     for (name, target) in &config.targets {
-        let at = format!("targets.{name}");
-        if !valid_target_name(name) {
-            errors.push(format!("{at}: a target name is 1 to 32 of [a-z0-9_-]"));
+        match credential_parts(name, target) {
+            CredentialParts {
+                key: Ok(key),
+                host_keys: Ok(host_keys),
+            } => {
+                credentials.insert(name.clone(), Arc::new(Credentials { key, host_keys }));
+            }
+            CredentialParts { key, host_keys } => {
+                errors.extend(key.err());
+                errors.extend(host_keys.err());
+            }
         }
-        check_target(&at, target, &config, &mut errors);
-        if let Some(creds) = load_credentials(&at, target, &mut errors) {
-            credentials.insert(name.clone(), Arc::new(creds));
-        }
-    }
-    for (name, verb) in &config.verbs {
-        if check_arg(name).is_err() {
-            errors.push(format!(
-                "verbs.{name}: a verb name uses only [A-Za-z0-9._:,=+/@%-]"
-            ));
-        }
-        positive(&mut errors, &format!("verbs.{name}.timeout"), verb.timeout);
     }
     if errors.is_empty() {
         Ok(Loaded {
@@ -68,6 +63,55 @@ pub fn validate(config: Config) -> Result<Loaded, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// Every problem of `config` except its targets' credentials, each naming its key.
+pub fn check(config: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    check_server(config, &mut errors);
+    for (name, target) in &config.targets {
+        let at = format!("targets.{name}");
+        if !valid_target_name(name) {
+            errors.push(format!("{at}: a target name is 1 to 32 of [a-z0-9_-]"));
+        }
+        check_target(&at, target, config, &mut errors);
+    }
+    for (name, verb) in &config.verbs {
+        if check_arg(name).is_err() {
+            errors.push(format!(
+                "verbs.{name}: a verb name uses only [A-Za-z0-9._:,=+/@%-]"
+            ));
+        }
+        positive(&mut errors, &format!("verbs.{name}.timeout"), verb.timeout);
+    }
+    errors
+}
+
+/// A target's private key and pinned host keys, each read and parsed on its own, so that
+/// `tether doctor` can report a problem with one as its own finding. Errors name the key.
+pub struct CredentialParts {
+    pub key: Result<Arc<PrivateKey>, String>,
+    pub host_keys: Result<Vec<PublicKey>, String>,
+}
+
+/// Reads and parses target `name`'s credentials.
+pub fn credential_parts(name: &str, t: &TargetConfig) -> CredentialParts {
+    let at = format!("targets.{name}");
+    let inline_key = t.private_key.as_ref().map(|s| s.expose().to_string());
+    let key = one_of(&at, "private_key", inline_key, &t.private_key_file).and_then(|text| {
+        keys::parse_private_key(&text).map_err(|e| format!("{at}.private_key: {e}"))
+    });
+    let host_keys = one_of(
+        &at,
+        "known_hosts",
+        t.known_hosts.clone(),
+        &t.known_hosts_file,
+    )
+    .and_then(|text| {
+        known_hosts::pinned_keys(&text, &t.host, t.port)
+            .map_err(|e| format!("{at}.known_hosts: {e}"))
+    });
+    CredentialParts { key, host_keys }
 }
 
 fn check_server(config: &Config, errors: &mut Vec<String>) {
@@ -157,62 +201,18 @@ fn valid_target_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn load_credentials(at: &str, t: &TargetConfig, errors: &mut Vec<String>) -> Option<Credentials> {
-    let key_text = one_of(
-        at,
-        "private_key",
-        t.private_key.as_ref().map(|s| s.expose().to_string()),
-        &t.private_key_file,
-        errors,
-    );
-    let hosts_text = one_of(
-        at,
-        "known_hosts",
-        t.known_hosts.clone(),
-        &t.known_hosts_file,
-        errors,
-    );
-    let key = key_text.and_then(|text| {
-        keys::parse_private_key(&text)
-            .map_err(|e| errors.push(format!("{at}.private_key: {e}")))
-            .ok()
-    });
-    let host_keys = hosts_text.and_then(|text| {
-        known_hosts::pinned_keys(&text, &t.host, t.port)
-            .map_err(|e| errors.push(format!("{at}.known_hosts: {e}")))
-            .ok()
-    });
-    Some(Credentials {
-        key: key?,
-        host_keys: host_keys?,
-    })
-}
-
 /// Exactly one of `KEY` (inline) and `KEY_file` must be set; returns the text.
 fn one_of(
     at: &str,
     key: &str,
     inline: Option<String>,
     file: &Option<std::path::PathBuf>,
-    errors: &mut Vec<String>,
-) -> Option<String> {
+) -> Result<String, String> {
     match (inline, file) {
-        (Some(text), None) => Some(text),
+        (Some(text), None) => Ok(text),
         (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| {
-                errors.push(format!(
-                    "{at}.{key}_file: cannot read {}: {e}",
-                    path.display()
-                ))
-            })
-            .ok(),
-        (Some(_), Some(_)) => {
-            errors.push(format!("{at}: set {key} or {key}_file, not both"));
-            None
-        }
-        (None, None) => {
-            errors.push(format!("{at}.{key}: required (or {key}_file)"));
-            None
-        }
+            .map_err(|e| format!("{at}.{key}_file: cannot read {}: {e}", path.display())),
+        (Some(_), Some(_)) => Err(format!("{at}: set {key} or {key}_file, not both")),
+        (None, None) => Err(format!("{at}.{key}: required (or {key}_file)")),
     }
 }

@@ -4,6 +4,7 @@
 //! subscribes to: a caller that hangs up cancels nothing.
 
 mod answer;
+mod body;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use serde::Deserialize;
@@ -79,6 +79,7 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
+    let timeouts = shared.server.timeouts();
     let serve = |stream: tokio::net::UnixStream| {
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
         let allowed = shared.server.allowed_uids.is_empty()
@@ -93,7 +94,7 @@ pub async fn serve(
                 route(shared, req).await
             }
         };
-        serve_connection(stream, handler, &tracker, cancel.clone());
+        serve_connection(stream, handler, timeouts, &tracker, cancel.clone());
     };
     accept_loop("RPC socket", accept, serve, cancel.clone()).await;
 }
@@ -172,9 +173,14 @@ async fn accept(
         return Err(refused(Error::ShuttingDown, None, None));
     }
     let server = &sidecar.server;
-    let body = read_body(req, server.max_request_bytes, server.request_timeout)
-        .await
-        .map_err(|e| refused(e, None, None))?;
+    let body = match body::read(req, server.max_request_bytes, server.request_timeout).await {
+        Ok(body) => body,
+        Err((e, rest)) => {
+            let max = server.max_request_bytes.saturating_mul(2);
+            sidecar.calls.spawn(body::linger(rest, max));
+            return Err(refused(e, None, None));
+        }
+    };
     let request: CallRequest = serde_json::from_slice(&body).map_err(|e| {
         let e = Error::BadRequest(format!("the body is not a valid call: {e}"));
         refused(e, None, None)
@@ -234,24 +240,6 @@ fn refuse(refused: Refused, took: Duration) -> Response<Body> {
     let duration_ms = crate::health::millis(took);
     tracing::info!(request_id, target, verb, code = error.code(), duration_ms, error = %error, "call");
     answer::error(&error, false, Some(&request_id))
-}
-
-async fn read_body(req: Request<Incoming>, limit: usize, within: Duration) -> Result<Bytes, Error> {
-    let read = Limited::new(req.into_body(), limit).collect();
-    let Ok(read) = tokio::time::timeout(within, read).await else {
-        return Err(Error::BadRequest(format!(
-            "the request body did not arrive within {within:?} (server.request_timeout)"
-        )));
-    };
-    match read {
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge(
-            format!("the request body is over server.max_request_bytes ({limit} bytes)"),
-        )),
-        Err(e) => Err(Error::BadRequest(format!(
-            "could not read the request body: {e}"
-        ))),
-    }
 }
 
 fn checked_request_id(given: Option<String>) -> Result<String, Error> {

@@ -9,6 +9,7 @@ use russh::client::{self, Handle};
 use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::net::TcpStream;
 
+use super::banner;
 use crate::config::{Credentials, TargetConfig};
 use crate::error::Error;
 
@@ -16,6 +17,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// First and longest pause before trying again a server that dropped the handshake.
 const DROPPED_RETRY_FIRST: Duration = Duration::from_millis(20);
 const DROPPED_RETRY_MAX: Duration = Duration::from_millis(400);
+
+/// Messages (up to 32 KiB each) russh holds per channel before its reader takes them. russh
+/// widens the server's window as data arrives, not as it is read, so this is what bounds the
+/// output in transit per channel (russh's default, 100, allows 3.2 MiB: 25 MiB for 8 big
+/// answers at once). Call tasks read continuously, so a smaller queue costs no speed.
+const CHANNEL_BUFFER_MESSAGES: usize = 32;
 
 /// What a connection attempt needs: where, as whom, and which host keys to trust.
 #[derive(Clone)]
@@ -27,6 +34,7 @@ pub struct Endpoint {
     pub addr: String,
     pub connect_timeout: Duration,
     pub credentials: Arc<Credentials>,
+    pub allow_tailscale_ssh: bool,
     ssh: Arc<client::Config>,
 }
 
@@ -37,6 +45,7 @@ impl Endpoint {
             keepalive_interval: Some(target.keepalive_interval),
             keepalive_max: 3,
             inactivity_timeout: None,
+            channel_buffer_size: CHANNEL_BUFFER_MESSAGES,
             ..Default::default()
         };
         Endpoint {
@@ -46,6 +55,7 @@ impl Endpoint {
             addr: target.addr(),
             connect_timeout: target.connect_timeout,
             credentials,
+            allow_tailscale_ssh: target.allow_tailscale_ssh,
             ssh: Arc::new(ssh),
         }
     }
@@ -125,6 +135,10 @@ impl Connection {
             credentials: endpoint.credentials.clone(),
             received: received.clone(),
         };
+        let (server_id, tcp) = banner::read_identification(tcp)
+            .await
+            .map_err(|e| handshake_error(e, addr, endpoint, &received))?;
+        banner::refuse_tailscale(&server_id, addr, endpoint.allow_tailscale_ssh)?;
         let mut handle = client::connect_stream(endpoint.ssh.clone(), tcp, pin)
             .await
             .map_err(|e| handshake_error(e, addr, endpoint, &received))?;

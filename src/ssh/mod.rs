@@ -1,5 +1,6 @@
 //! Everything SSH: keys, pinned host keys, connections, the slot pool and command execution.
 
+pub mod banner;
 pub mod connection;
 pub mod connection_set;
 pub mod exec;

@@ -260,13 +260,24 @@ impl Sshd {
     /// same restrictions as the others.
     pub fn authorized_key(&self, name: &str, kind: &'static str) -> ClientKey {
         let key = ClientKey::generate(self.dir.path(), name, kind);
-        let line = format!("{} {}\n", self.restrictions, key.public_key);
+        self.authorize(&format!("{} {}", self.restrictions, key.public_key));
+        key
+    }
+
+    /// A new ed25519 key authorized by a plain line, without forced command or restrictions:
+    /// sshd runs whatever the client asks in the account's login shell.
+    pub fn unrestricted_key(&self, name: &str) -> ClientKey {
+        let key = ClientKey::generate(self.dir.path(), name, "ed25519");
+        self.authorize(&key.public_key);
+        key
+    }
+
+    fn authorize(&self, line: &str) {
         fs::OpenOptions::new()
             .append(true)
             .open(self.dir.path().join("authorized_keys"))
-            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()))
             .expect("append to authorized_keys");
-        key
     }
 
     pub fn unauthorized_key(&self) -> ClientKey {

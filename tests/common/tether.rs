@@ -187,6 +187,25 @@ impl TetherConfig {
         self.dir.path()
     }
 
+    /// Runs a one-shot `tether SUB [--config FILE] ARGS…` (e.g. `doctor`) with this config
+    /// and its environment, and waits for it to exit.
+    pub fn run(&self, sub: &str, args: &[&str]) -> CliOutput {
+        let path = self.dir.path().join("tether.toml");
+        fs::write(&path, self.to_toml()).expect("write tether.toml");
+        let path = path.display().to_string();
+        let mut all = vec![sub];
+        if self.write_file {
+            all.extend(["--config", path.as_str()]);
+        }
+        all.extend_from_slice(args);
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_cli(&all, &env, None)
+    }
+
     /// Spawns `tether serve` and waits (up to 10 s) until `GET /v1/health` answers on the socket.
     /// Panics with the process output if it exits or does not answer in time.
     pub fn spawn(self) -> Tether {

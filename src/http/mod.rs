@@ -1,5 +1,8 @@
 //! Small HTTP plumbing shared by the RPC and admin servers: JSON and text responses, and an
-//! accept loop that serves HTTP/1.1 connections until cancelled.
+//! accept loop that serves HTTP/1.1 connections until cancelled, each within its idle and
+//! request timeouts ([`clock`]).
+
+pub mod clock;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,19 +18,16 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use clock::{Clock, Timeouts, UntilWritten, Watched};
+
 /// Every response body: a whole one, or one written piece by piece (a streamed call, or a
 /// large answer serialized from its buffers).
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Pause after a failed accept.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
-/// A client that sends no complete request head within this time is dropped. hyper starts
-/// this timer whenever the connection waits for a head: it also closes a client that
-/// connected and never sent a byte, and an idle keep-alive connection.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A request body that has not fully arrived within this time is answered `bad_request` (hyper
-/// has no timer for bodies: a client stalling mid-body would hold its connection forever).
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a draining server gives an open connection to finish its answer.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(1);
 
 pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
     respond(status, "application/json", value.to_string())
@@ -71,10 +71,12 @@ pub async fn accept_loop<S, A, F>(
     }
 }
 
-/// Serves one accepted connection with `handler` until it ends or `cancel` fires.
+/// Serves one accepted connection with `handler` until it ends, its clock expires (idle or
+/// a stalled request) or `cancel` fires.
 pub fn serve_connection<S, H, F>(
     stream: S,
     handler: H,
+    timeouts: Timeouts,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) where
@@ -82,21 +84,33 @@ pub fn serve_connection<S, H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
-        let response = handler(req);
-        async move { Ok::<_, Infallible>(response.await) }
-    });
+    let clock = Clock::new();
+    let io = TokioIo::new(Watched::new(stream, clock.clone()));
+    let service = {
+        let clock = clock.clone();
+        hyper::service::service_fn(move |req| {
+            clock.busy();
+            let response = handler(req);
+            let clock = clock.clone();
+            async move {
+                let response = response.await;
+                Ok::<_, Infallible>(
+                    response.map(|body| UntilWritten::new(body, clock).boxed_unsync()),
+                )
+            }
+        })
+    };
     tracker.spawn(async move {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.header_read_timeout(None);
+        let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => {}
+            _ = clock.expired(timeouts) => {}
             _ = cancel.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                let _ = tokio::time::timeout(GRACEFUL_CLOSE, conn).await;
             }
         }
     });
