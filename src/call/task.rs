@@ -114,28 +114,16 @@ pub fn record(target: &Target, meta: &Meta, result: Result<&Exit, &Error>, aband
     let code = result.map_or_else(|e| e.code(), |_| "ok");
     let duration_ms = crate::health::millis(meta.duration);
     target.record_call(&meta.verb, result.err(), meta.duration, abandoned);
-    match result {
-        Ok(exit) => tracing::info!(
-            request_id = meta.request_id,
-            target = meta.target,
-            verb = meta.verb,
-            code,
-            duration_ms,
-            cached = meta.cached,
-            exit_status = exit.status,
-            abandoned,
-            "call"
-        ),
-        Err(e) => tracing::info!(
-            request_id = meta.request_id,
-            target = meta.target,
-            verb = meta.verb,
-            code,
-            duration_ms,
-            cached = meta.cached,
-            abandoned,
-            error = %e,
-            "call"
-        ),
-    }
+    tracing::info!(
+        request_id = meta.request_id,
+        target = meta.target,
+        verb = meta.verb,
+        code,
+        duration_ms,
+        cached = meta.cached,
+        exit_status = result.ok().and_then(|exit| exit.status),
+        abandoned,
+        error = result.err().map(tracing::field::display),
+        "call"
+    );
 }

@@ -16,7 +16,7 @@ use super::subject::Subject;
 use crate::config::{CredentialParts, Credentials, TargetConfig, credential_parts};
 use crate::error::Error;
 use crate::ssh::banner::{self, Replay};
-use crate::ssh::connection::{Connection, Endpoint, fingerprint};
+use crate::ssh::connection::{Connection, Endpoint, check_pin, fingerprint};
 
 /// Runs every check of one target.
 pub async fn run(s: &Subject<'_>) -> TargetReport {
@@ -305,15 +305,7 @@ impl client::Handler for Recorder {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let presented = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
-        };
-        let pinned = !matches!(key, PublicKeyOrCertificate::Certificate(_))
-            && self
-                .pins
-                .iter()
-                .any(|k| k.key_data() == presented.key_data());
+        let (presented, pinned) = check_pin(&self.pins, key);
         *self.seen.lock().expect("poisoned") = Some(presented);
         Ok(pinned)
     }

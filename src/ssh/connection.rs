@@ -305,22 +305,27 @@ impl client::Handler for PinnedHost {
         &mut self,
         key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let presented = match key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
-            PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
-        };
-        // Compare key data only: PublicKey equality also compares the comment.
-        let pinned = self
-            .credentials
-            .host_keys
-            .iter()
-            .any(|k| k.key_data() == presented.key_data());
-        if !pinned || matches!(key, PublicKeyOrCertificate::Certificate(_)) {
+        let (presented, pinned) = check_pin(&self.credentials.host_keys, key);
+        if !pinned {
             *self.received.lock().expect("poisoned") = Some(fingerprint(&presented));
-            return Ok(false);
         }
-        Ok(true)
+        Ok(pinned)
     }
+}
+
+/// The key a server presented, and whether it is one of `pins`. A certificate never is:
+/// tether pins keys. Key data only is compared (PublicKey equality also compares comments).
+pub fn check_pin(
+    pins: &[russh::keys::PublicKey],
+    key: &PublicKeyOrCertificate,
+) -> (russh::keys::PublicKey, bool) {
+    let presented: russh::keys::PublicKey = match key {
+        PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+        PublicKeyOrCertificate::Certificate(cert) => cert.public_key().clone().into(),
+    };
+    let pinned = !matches!(key, PublicKeyOrCertificate::Certificate(_))
+        && pins.iter().any(|k| k.key_data() == presented.key_data());
+    (presented, pinned)
 }
 
 /// `SHA256:…` as `ssh-keygen -l` prints it.

@@ -84,17 +84,24 @@ pub fn raw_unix(socket: &Path, bytes: &[u8]) -> io::Result<Response> {
     read_response(stream)
 }
 
-/// Sends `POST /v1/call` with `body`, waits `after`, then closes the connection without
-/// reading: a caller that hangs up.
-pub fn hang_up(socket: &Path, body: &Value, after: Duration) {
+/// Writes `POST /v1/call` with `body` on a new connection, without reading the answer.
+fn send_call(socket: &Path, body: &Value, connection: &str) -> UnixStream {
     let mut stream = UnixStream::connect(socket).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let bytes = serde_json::to_vec(body).expect("serialize");
     let head = format!(
-        "POST /v1/call HTTP/1.1\r\nHost: tether\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /v1/call HTTP/1.1\r\nHost: tether\r\nConnection: {connection}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         bytes.len()
     );
     stream.write_all(head.as_bytes()).expect("write head");
     stream.write_all(&bytes).expect("write body");
+    stream
+}
+
+/// Sends `POST /v1/call` with `body`, waits `after`, then closes the connection without
+/// reading: a caller that hangs up.
+pub fn hang_up(socket: &Path, body: &Value, after: Duration) {
+    let _stream = send_call(socket, body, "keep-alive");
     std::thread::sleep(after);
 }
 
@@ -109,15 +116,7 @@ pub struct Streamed {
 impl Streamed {
     /// Sends `body` to `POST /v1/call` and reads the answer's head.
     pub fn start(socket: &Path, body: &Value) -> Streamed {
-        let mut stream = UnixStream::connect(socket).expect("connect");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let bytes = serde_json::to_vec(body).expect("serialize");
-        let head = format!(
-            "POST /v1/call HTTP/1.1\r\nHost: tether\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            bytes.len()
-        );
-        stream.write_all(head.as_bytes()).expect("write head");
-        stream.write_all(&bytes).expect("write body");
+        let stream = send_call(socket, body, "close");
         let mut reader = io::BufReader::new(stream);
         let mut status_line = String::new();
         io::BufRead::read_line(&mut reader, &mut status_line).expect("status line");
