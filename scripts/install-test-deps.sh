@@ -4,6 +4,7 @@
 #   /usr/sbin/sshd     openssh-server: the tests' stand-in for the laptop
 #   ssh, ssh-keygen    openssh-client: test keys, and the fixture's own self-test
 #   promtool           prometheus: checks that /metrics is valid Prometheus text
+#   curl               curl: runs the README's examples as printed (tests/readme.rs)
 #   python3            already part of the base image
 #   go                 golang-go: the Go client's tests (clients/go, Go 1.19 or later)
 set -eu
@@ -19,6 +20,7 @@ need /usr/sbin/sshd openssh-server
 need ssh openssh-client
 need ssh-keygen openssh-client
 need promtool prometheus
+need curl curl
 need python3 python3
 need go golang-go
 

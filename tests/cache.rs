@@ -1,5 +1,5 @@
-//! The verb result cache: identical calls within a verb's cache_ttl share one execution,
-//! single-flight, and the laptop sees one process for them.
+//! The verb result cache (docs/rpc.md, "Caching"): identical calls within a verb's cache_ttl
+//! share one execution, single-flight, and the laptop sees one process for them.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::sshd::Sshd;
-use common::tether::{TARGET, TetherConfig};
+use common::tether::TetherConfig;
 use common::wait_until;
 use serde_json::json;
 
@@ -24,9 +24,7 @@ fn fifty_concurrent_health_calls_cost_the_laptop_one_process() {
             .set("targets.laptop.probe.shim_interval", "1h")
             .spawn(),
     );
-    assert!(wait_until(Duration::from_secs(10), || {
-        tether.health().1["targets"][TARGET]["status"] == "up"
-    }));
+    tether.wait_status("up");
 
     let barrier = Arc::new(Barrier::new(CALLERS));
     let started = Instant::now();

@@ -1,5 +1,6 @@
-//! Calls that reach the laptop: output, exit status, stdin, UTF-8, size caps, the CLI as a
-//! drop-in for ssh, and the request log.
+//! Calls that reach the laptop (docs/rpc.md, "POST /v1/call"): output, exit status, stdin,
+//! UTF-8, size caps, the CLI as a drop-in for ssh (docs/cli.md, "tether call"), and the
+//! request log (docs/cli.md, "Logs").
 
 mod common;
 

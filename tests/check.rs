@@ -1,14 +1,15 @@
-//! `tether check`: 0 when up, 1 when degraded, down or unknown (and for a target that does not
-//! exist), 2 when nothing answers; `--wait` polls until up; `--ready` ignores the targets.
+//! `tether check` (docs/cli.md, "tether check"): 0 when up, 1 when degraded, down or unknown
+//! (and for a target that does not exist), 2 when nothing answers; `--wait` polls until up;
+//! `--ready` ignores the targets.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::sshd::Sshd;
-use common::tether::{BIN, TARGET, Tether, TetherConfig, run_cli};
+use common::tether::{TARGET, Tether, TetherConfig, cli_command, run_cli};
 use common::wait_until;
 
 fn spawn(sshd: &Sshd) -> Tether {
@@ -61,17 +62,15 @@ fn exit_codes_follow_the_target_and_ready_ignores_it() {
 }
 
 #[test]
-fn wait_returns_zero_once_the_target_comes_up() {
+fn check_wait_exits_zero_once_the_target_comes_up() {
     let mut sshd = Sshd::start();
     let tether = spawn(&sshd);
     tether.wait_status("up");
     sshd.kill();
     tether.wait_status("down");
 
-    let mut child = Command::new(BIN)
-        .args(["check", "--socket"])
-        .arg(tether.socket_path())
-        .args(["--wait", "10s"])
+    let socket = tether.socket_path().display().to_string();
+    let mut child = cli_command(&["check", "--socket", &socket, "--wait", "10s"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

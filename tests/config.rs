@@ -1,4 +1,5 @@
-//! Configuration errors: every problem at once, each naming its key, exit 78, nothing bound.
+//! Configuration errors (docs/config.md, "Validation"): every problem at once, each naming its
+//! key, exit 78, nothing bound.
 
 mod common;
 

@@ -1,15 +1,18 @@
-//! `/v1/health` against a real sshd: status unknown → up, every field of the SPEC example with
-//! real values on the socket and the admin port, reads that never reach the laptop, and the
-//! shim probe (its interval, and a failing shim making the target degraded).
+//! `/v1/health` against a real sshd (docs/rpc.md, "GET /v1/health"): status unknown → up,
+//! every field of the documented example with real values on the socket and the admin port,
+//! reads that never reach the laptop, and the shim probe (its interval, and a failing shim
+//! making the target degraded).
 
 mod common;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use common::sshd::Sshd;
-use common::tether::{TARGET, Tether, TetherConfig};
+use common::tether::{TARGET, TetherConfig};
 use common::wait_until;
 use serde_json::Value;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 const T: &str = "targets.laptop";
 
@@ -22,29 +25,6 @@ fn fast(sshd: &Sshd) -> TetherConfig {
 
 fn target(health: &Value) -> Value {
     health["targets"][TARGET].clone()
-}
-
-fn status(tether: &Tether) -> String {
-    let (code, health) = tether.health();
-    assert_eq!(code, 200, "{health}");
-    target(&health)["status"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
-}
-
-/// Waits (bounded) until the target's health satisfies `cond`; returns that health.
-fn wait_for(tether: &Tether, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    let held = wait_until(within, || {
-        last = target(&tether.health().1);
-        cond(&last)
-    });
-    assert!(
-        held,
-        "condition not met within {within:?}; last health: {last:#}"
-    );
-    last
 }
 
 #[test]
@@ -61,7 +41,7 @@ fn status_starts_unknown_or_up_and_becomes_up() {
         assert_eq!(target(&first)["transport"], Value::Null, "{first:#}");
         assert_eq!(target(&first)["last_ok_at"], Value::Null, "{first:#}");
     }
-    wait_for(&tether, Duration::from_secs(10), |t| t["status"] == "up");
+    tether.wait_target(Duration::from_secs(10), |t| t["status"] == "up");
     assert_eq!(tether.health().1["status"], "up");
 }
 
@@ -88,17 +68,17 @@ fn status_is_unknown_until_a_probe_answers() {
     assert_eq!(t["shim"], Value::Null);
     assert_eq!(t["last_ok_at"], Value::Null);
     sshd.resume();
-    wait_for(&tether, Duration::from_secs(10), |t| t["status"] == "up");
+    tether.wait_target(Duration::from_secs(10), |t| t["status"] == "up");
 }
 
 #[test]
-fn health_has_every_spec_field_with_real_values_on_socket_and_admin() {
+fn health_has_every_documented_field_with_real_values_on_socket_and_admin() {
     let mut sshd = Sshd::start();
     let tether = fast(&sshd)
         .set(&format!("{T}.max_connections"), 3_i64)
         .set(&format!("{T}.channels_per_connection"), 5_i64)
         .spawn();
-    wait_for(&tether, Duration::from_secs(10), |t| {
+    tether.wait_target(Duration::from_secs(10), |t| {
         t["status"] == "up" && t["shim"].is_object()
     });
 
@@ -118,18 +98,16 @@ fn health_has_every_spec_field_with_real_values_on_socket_and_admin() {
     }
 
     // The shim ran once at start (shim_interval 1h): its checked_at stays, its age grows.
-    let before = target(&tether.health().1)["shim"].clone();
-    let held = wait_until(Duration::from_secs(5), || {
-        let now = target(&tether.health().1)["shim"].clone();
-        now["age_ms"].as_u64().unwrap() >= before["age_ms"].as_u64().unwrap() + 300
-    });
-    assert!(held, "shim age_ms did not grow");
-    let after = target(&tether.health().1)["shim"].clone();
+    let before = tether.target_health()["shim"].clone();
+    let after = tether.wait_target(Duration::from_secs(5), |t| {
+        t["shim"]["age_ms"].as_u64().unwrap() >= before["age_ms"].as_u64().unwrap() + 300
+    })["shim"]
+        .clone();
     assert_eq!(after["checked_at"], before["checked_at"]);
 
     // A failure: last_error becomes an object with code, message and time.
     sshd.kill();
-    let t = wait_for(&tether, Duration::from_secs(10), |t| {
+    let t = tether.wait_target(Duration::from_secs(10), |t| {
         t["last_error"].is_object() && t["consecutive_failures"].as_u64() >= Some(1)
     });
     let err = &t["last_error"];
@@ -153,7 +131,7 @@ fn health_has_every_spec_field_with_real_values_on_socket_and_admin() {
     assert!(admin["last_error"]["code"].is_string(), "{admin:#}");
 }
 
-/// Every field of the SPEC's example, with the types and values of a healthy target.
+/// Every field of the example in docs/rpc.md, with the types and values of a healthy target.
 fn check_up_shape(place: &str, health: &Value, capacity: u64) {
     let top: Vec<&str> = health
         .as_object()
@@ -224,7 +202,7 @@ fn check_up_shape(place: &str, health: &Value, capacity: u64) {
 fn a_thousand_health_reads_never_reach_the_laptop() {
     let sshd = Sshd::start();
     let tether = fast(&sshd).spawn();
-    wait_for(&tether, Duration::from_secs(10), |t| {
+    tether.wait_target(Duration::from_secs(10), |t| {
         t["status"] == "up" && t["shim"].is_object()
     });
     let before = sshd.invocations();
@@ -269,7 +247,7 @@ fn shim_probe_runs_at_its_interval() {
         .set(&format!("{T}.probe.interval"), "250ms")
         .set(&format!("{T}.probe.shim_interval"), "500ms")
         .spawn();
-    wait_for(&tether, Duration::from_secs(10), |t| t["status"] == "up");
+    tether.wait_target(Duration::from_secs(10), |t| t["status"] == "up");
     let first = sshd.count("health", &[]);
     let started = Instant::now();
     let six = wait_until(Duration::from_secs(8), || {
@@ -312,9 +290,7 @@ fn failing_shim_makes_the_target_degraded() {
         .set(&format!("{T}.probe.shim_args"), vec!["3"])
         .merge("[verbs.health]\ncache_ttl = \"2s\"\n[verbs.fail]\ntimeout = \"5s\"")
         .spawn();
-    let t = wait_for(&tether, Duration::from_secs(10), |t| {
-        t["status"] == "degraded"
-    });
+    let t = tether.wait_target(Duration::from_secs(10), |t| t["status"] == "degraded");
     assert_eq!(tether.health().1["status"], "degraded");
     assert_eq!(t["transport"]["ok"], true, "{t:#}");
     assert_eq!(t["shim"]["ok"], false, "{t:#}");
@@ -332,24 +308,10 @@ fn failing_shim_makes_the_target_degraded() {
     );
     assert!(sshd.count("fail", &["3"]) >= 1);
 
-    let metrics = tether.admin_get("/metrics").text();
-    let line = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(&format!("{name}{{target=\"{TARGET}\"}}")))
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-            .to_string()
-    };
-    assert!(
-        line("tether_target_shim_up").ends_with(" 0"),
-        "{}",
-        line("tether_target_shim_up")
-    );
-    assert!(
-        line("tether_target_up").ends_with(" 1"),
-        "{}",
-        line("tether_target_up")
-    );
+    let metrics = tether.metrics();
+    let target = [("target", TARGET)];
+    assert_eq!(metrics.value("tether_target_shim_up", &target), 0.0);
+    assert_eq!(metrics.value("tether_target_up", &target), 1.0);
 
     // Calls still work: degraded is about the shim probe, not the connection.
     let (code, body) = tether.call(&serde_json::json!({"verb": "health", "args": ["s1"]}));
@@ -358,14 +320,15 @@ fn failing_shim_makes_the_target_degraded() {
         (200, Some("ok\n")),
         "{body}"
     );
-    assert_eq!(status(&tether), "degraded");
+    assert_eq!(tether.status(), "degraded");
 }
 
-/// Parses `2026-11-21T10:00:00.123Z` (or with an offset) strictly, checks it lies within a
-/// minute of now, and returns it as Unix seconds.
+/// Parses an RFC 3339 time (`2026-11-21T10:00:00.123Z`), checks it lies within a minute of
+/// now, and returns it as Unix seconds.
 fn assert_recent_rfc3339(v: &Value) -> f64 {
     let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
-    let t = parse_rfc3339(s).unwrap_or_else(|| panic!("not RFC 3339: {s:?}"));
+    let t = OffsetDateTime::parse(s, &Rfc3339).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+    let t = t.unix_timestamp_nanos() as f64 / 1e9;
     let now = unix_now();
     assert!((now - t).abs() < 60.0, "{s} is not near now ({now})");
     t
@@ -376,82 +339,4 @@ fn unix_now() -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-fn parse_rfc3339(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut rest = &s[19..];
-    let mut frac = 0.0;
-    if let Some(r) = rest.strip_prefix('.') {
-        let digits = r.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        frac = format!("0.{}", &r[..digits]).parse().ok()?;
-        rest = &r[digits..];
-    }
-    let offset = match rest.as_bytes() {
-        b"Z" | b"z" => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let digits = [*h1, *h2, *m1, *m2];
-            if !digits.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let d = |i: usize| i64::from(digits[i] - b'0');
-            let m = (d(0) * 10 + d(1)) * 60 + d(2) * 10 + d(3);
-            if *sign == b'-' { -m } else { m }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset * 60) as f64 + frac)
-}
-
-#[test]
-fn rfc3339_parser_accepts_what_it_should() {
-    assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
-    assert_eq!(parse_rfc3339("2026-11-21T10:00:00Z"), Some(1_795_255_200.0));
-    assert_eq!(
-        parse_rfc3339("2026-11-21T10:00:00.5Z"),
-        Some(1_795_255_200.5)
-    );
-    assert_eq!(
-        parse_rfc3339("2026-11-21T11:00:00+01:00"),
-        Some(1_795_255_200.0)
-    );
-    for bad in [
-        "2026-11-21 10:00:00Z",
-        "2026-11-21T10:00:00",
-        "2026-13-21T10:00:00Z",
-        "x",
-    ] {
-        assert_eq!(parse_rfc3339(bad), None, "{bad}");
-    }
 }

@@ -1,6 +1,7 @@
-//! Issue 4, item 8: 10,000 idle connections on the RPC socket, while a normal call still
-//! gets its answer. tether starts with the common container default of a 1024 soft limit on
-//! open files (the hard limit stays as it is): it must raise its own soft limit to serve.
+//! 10,000 idle connections on the RPC socket, while a normal call still gets its answer.
+//! tether starts with the common container default of a 1024 soft limit on open files (the
+//! hard limit stays as it is): it must raise its own soft limit to serve (docs/cli.md,
+//! "tether serve").
 //!
 //! A binary of its own: it changes the test process's file limit, which every tether spawned
 //! meanwhile inherits.
@@ -49,9 +50,7 @@ fn ten_thousand_idle_connections_do_not_stop_a_call() {
         .spawn();
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let (t_soft, t_hard) = open_files_limit(tether.pid());
-    eprintln!(
-        "item 8: tether started with 1024 open files allowed and runs with {t_soft} (hard {t_hard})"
-    );
+    eprintln!("tether started with 1024 open files allowed and runs with {t_soft} (hard {t_hard})");
     assert_eq!(
         t_soft, t_hard,
         "tether raises its soft limit to the hard one"
@@ -89,16 +88,17 @@ fn ten_thousand_idle_connections_do_not_stop_a_call() {
         .unwrap()
         .to_string();
     eprintln!(
-        "item 8: {IDLE} idle connections made in {connected:?}; a call then took {took:?}; \
+        "{IDLE} idle connections made in {connected:?}; a call then took {took:?}; \
          tether {rss}"
     );
     assert_eq!(status, 200, "{body}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     // About 15 KiB per idle connection (debug build): bounded by the count and reclaimed
-    // by server.idle_timeout below.
+    // once they are closed for being idle, below.
     let rss_kib: u64 = rss.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(rss_kib < 256 * 1024, "{rss}");
-    // They are idle, so server.idle_timeout closes them: check a few.
+    // Idle, they are closed by tether after server.idle_timeout (docs/rpc.md, "HTTP
+    // connections"): check a few.
     let mut idle = std::mem::take(&mut *idle.lock().unwrap());
     for s in idle.iter_mut().step_by(1000) {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -106,7 +106,7 @@ fn ten_thousand_idle_connections_do_not_stop_a_call() {
         assert!(s.read_to_end(&mut buf).is_ok(), "closed by tether");
     }
     eprintln!(
-        "item 8: the idle connections were closed by tether {:?} after they connected",
+        "the idle connections were closed by tether {:?} after they connected",
         started.elapsed()
     );
     assert!(!tether.logs().contains("panicked"));

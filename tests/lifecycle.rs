@@ -1,5 +1,6 @@
-//! The process's life: drain on SIGTERM (calls in flight finish, new ones are refused, exit 0,
-//! socket removed), the grace period's end, a second signal, and the socket file at start.
+//! The process's life (docs/cli.md, "Signals and lifecycle"): drain on SIGTERM (calls in
+//! flight finish, new ones are refused, exit 0, socket removed), the grace period's end, a
+//! second signal, and the socket file at start.
 
 mod common;
 
@@ -130,7 +131,7 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
 }
 
 #[test]
-fn socket_mode_is_applied() {
+fn the_socket_gets_its_configured_mode() {
     use std::os::unix::fs::PermissionsExt;
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)

@@ -1,5 +1,5 @@
-//! Issue 4, item 6: many more callers than channels. Every caller gets a result or `busy`
-//! after queue_timeout, nothing panics, memory stays bounded.
+//! Many more callers than channels: every caller gets a result or `busy` after queue_timeout
+//! (docs/rpc.md, "Deadlines"), nothing panics, memory stays bounded.
 
 mod common;
 
@@ -8,16 +8,6 @@ use std::time::Duration;
 use common::sshd::Sshd;
 use common::tether::TetherConfig;
 use serde_json::json;
-
-/// Peak resident memory of a process (VmHWM in /proc/PID/status), in KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
 
 #[test]
 fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_bounded() {
@@ -28,10 +18,8 @@ fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_boun
         .test_verbs()
         .set("targets.laptop.queue_timeout", "300ms")
         .spawn();
-    assert!(common::wait_until(Duration::from_secs(5), || tether
-        .status()
-        == "up"));
-    let before = peak_rss_kib(tether.pid());
+    tether.wait_status("up");
+    let before = tether.peak_rss_kib();
     // Half hold a channel for a second, half are quick: some queued callers get a channel in
     // time, the rest are told busy.
     let bodies = (0..500)
@@ -41,7 +29,7 @@ fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_boun
         })
         .collect();
     let answers = tether.calls_at_once(bodies);
-    let peak = peak_rss_kib(tether.pid());
+    let peak = tether.peak_rss_kib();
     let ok = answers.iter().filter(|a| a.0 == 200).count();
     let busy: Vec<Duration> = answers
         .iter()
@@ -49,7 +37,7 @@ fn five_hundred_callers_on_16_channels_get_results_or_busy_and_memory_stays_boun
         .map(|a| a.2)
         .collect();
     eprintln!(
-        "item 6: 500 callers on 16 channels: {ok} results, {} busy after {:?} to {:?} \
+        "500 callers on 16 channels: {ok} results, {} busy after {:?} to {:?} \
          (queue_timeout {QUEUE_TIMEOUT:?}); peak RSS {} KiB (before the burst {before} KiB, \
          bound {RSS_BOUND_KIB} KiB)",
         busy.len(),

@@ -17,16 +17,6 @@ const SIXTEEN_MIB: usize = 16 << 20;
 const CALLS: usize = 8;
 const PEAK_LIMIT_KIB: u64 = 100 * 1024;
 
-/// tether's peak resident set (VmHWM), in KiB.
-fn peak_rss_kib(tether: &Tether) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", tether.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
-}
-
 /// One test at a time: each moves 128 MiB through SSH, and a debug build on two shared
 /// cores needs its time for that.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -70,7 +60,7 @@ fn eight_buffered_16_mib_answers_at_once_stay_under_100_mib() {
             .iter()
             .any(|(_, a, _)| a["stdout_truncated"] == true)
     );
-    let peak = peak_rss_kib(&tether);
+    let peak = tether.peak_rss_kib();
     eprintln!("buffered: {CALLS} x 16 MiB, peak RSS {} MiB", peak / 1024);
     assert!(peak < PEAK_LIMIT_KIB, "peak RSS {peak} KiB");
     assert!(wait_until(Duration::from_secs(5), || {
@@ -114,7 +104,7 @@ fn eight_streamed_16_mib_answers_at_once_stay_under_100_mib_and_arrive_whole() {
             (Some("exit"), Some(false))
         );
     }
-    let peak = peak_rss_kib(&tether);
+    let peak = tether.peak_rss_kib();
     eprintln!("streamed: {CALLS} x 16 MiB, peak RSS {} MiB", peak / 1024);
     assert!(peak < PEAK_LIMIT_KIB, "peak RSS {peak} KiB");
     let _ = http::get_json(tether.socket_path(), "/v1/health");

@@ -1,145 +1,77 @@
-//! `/metrics` after a few calls: every SPEC metric with its type and exact label set, the
-//! values that the state implies, and `promtool check metrics` on the scrape.
+//! `/metrics` after a few calls: every metric of the table in docs/metrics.md with its type
+//! and exact label set, the values that the state implies, and `promtool check metrics` on
+//! the scrape.
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+use common::http;
+use common::metrics::Exposition;
 use common::sshd::Sshd;
 use common::tether::{TARGET, TetherConfig};
 use common::wait_until;
 use serde_json::json;
 
 const PROMTOOL: &str = "/usr/bin/promtool";
+const METRICS_DOC: &str = include_str!("../docs/metrics.md");
 
-/// (name, type, labels) as SPEC.md lists them.
-const SPEC: &[(&str, &str, &[&str])] = &[
-    ("tether_build_info", "gauge", &["version"]),
-    ("tether_target_up", "gauge", &["target"]),
-    ("tether_target_shim_up", "gauge", &["target"]),
-    (
-        "tether_target_last_ok_timestamp_seconds",
-        "gauge",
-        &["target"],
-    ),
-    (
-        "tether_probe_duration_seconds",
-        "histogram",
-        &["target", "kind"],
-    ),
-    (
-        "tether_probes_total",
-        "counter",
-        &["target", "kind", "result"],
-    ),
-    ("tether_connections", "gauge", &["target"]),
-    ("tether_connects_total", "counter", &["target", "result"]),
-    ("tether_channels_in_use", "gauge", &["target"]),
-    ("tether_channels_capacity", "gauge", &["target"]),
-    ("tether_call_queue_waiting", "gauge", &["target"]),
-    ("tether_call_queue_wait_seconds", "histogram", &["target"]),
-    ("tether_calls_total", "counter", &["target", "verb", "code"]),
-    ("tether_call_buffered_bytes", "gauge", &[]),
-    (
-        "tether_call_duration_seconds",
-        "histogram",
-        &["target", "verb"],
-    ),
-];
-
-/// One sample line of the text exposition.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-struct Exposition {
-    types: BTreeMap<String, String>,
-    samples: Vec<Sample>,
-}
-
-impl Exposition {
-    fn parse(text: &str) -> Exposition {
-        let mut types = BTreeMap::new();
-        let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                types.insert(name.to_string(), kind.to_string());
-                continue;
-            }
-            if line.starts_with('#') {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').unwrap())),
-                None => (series, BTreeMap::new()),
+/// (name, type, label names) from the table under "## Metrics" in docs/metrics.md:
+/// `| tether_probes_total | counter | target, kind, result=ok/fail |`.
+fn documented() -> Vec<(String, String, BTreeSet<String>)> {
+    let table = METRICS_DOC
+        .split("\n## Metrics\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("docs/metrics.md has a '## Metrics' section");
+    let rows: Vec<_> = table
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line
+                .trim()
+                .strip_prefix('|')?
+                .strip_suffix('|')?
+                .split('|')
+                .map(str::trim)
+                .collect();
+            let [name, kind, labels] = cells[..] else {
+                return None;
             };
-            samples.push(Sample {
-                name: name.to_string(),
-                labels,
-                value,
-            });
-        }
-        Exposition { types, samples }
-    }
-
-    /// Samples of `name` whose labels include every pair of `with`.
-    fn find(&self, name: &str, with: &[(&str, &str)]) -> Vec<&Sample> {
-        self.samples
-            .iter()
-            .filter(|s| s.name == name)
-            .filter(|s| {
-                with.iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            name.starts_with("tether_").then(|| {
+                let labels = labels
+                    .split(',')
+                    .map(|l| l.split('=').next().unwrap().trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                (
+                    name.to_string(),
+                    kind.split(' ').next().unwrap().to_string(),
+                    labels,
+                )
             })
-            .collect()
-    }
-
-    fn value(&self, name: &str, with: &[(&str, &str)]) -> f64 {
-        let found = self.find(name, with);
-        assert_eq!(found.len(), 1, "{name} {with:?}: {found:?}");
-        found[0].value
-    }
-}
-
-/// `a="x",b="y"` (values without escapes, as tether's labels come from config and codes).
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"").expect("label");
-        let end = after.find('"').expect("label value end");
-        assert!(
-            !after[..end].contains('\\'),
-            "escaped label value in {text}"
-        );
-        out.insert(key.to_string(), after[..end].to_string());
-        rest = after[end + 1..]
-            .strip_prefix(',')
-            .unwrap_or(&after[end + 1..]);
-    }
-    out
+        })
+        .collect();
+    assert!(
+        rows.len() >= 10,
+        "the metrics table changed shape: {rows:?}"
+    );
+    rows
 }
 
 #[test]
-fn every_spec_metric_is_exposed_with_its_labels() {
+fn every_documented_metric_is_exposed_with_its_labels() {
     let sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)
+        .test_verbs()
         .set("targets.laptop.probe.interval", "200ms")
         .set("targets.laptop.probe.shim_interval", "1h")
         .spawn();
-    assert!(wait_until(Duration::from_secs(10), || {
-        let t = &tether.health().1["targets"][TARGET];
+    tether.wait_target(Duration::from_secs(10), |t| {
         t["status"] == "up" && t["shim"].is_object()
-    }));
+    });
     let ok = tether.call(&json!({"verb": "health", "args": ["s1"]}));
     assert_eq!(ok.0, 200, "{}", ok.1);
     let cached = tether.call(&json!({"verb": "health", "args": ["s1"]}));
@@ -152,12 +84,20 @@ fn every_spec_metric_is_exposed_with_its_labels() {
     );
     let failed = tether.call(&json!({"verb": "reset", "args": ["a b"]}));
     assert_eq!(failed.1["error"]["code"], "bad_request", "{}", failed.1);
+    // A caller that hangs up while its command runs: counted once the call ends.
+    http::hang_up(
+        tether.socket_path(),
+        &json!({"verb": "sleep", "args": ["0.3"]}),
+        Duration::from_millis(100),
+    );
+    let abandoned = "tether_calls_abandoned_total{target=\"laptop\",verb=\"sleep\"}";
+    assert!(wait_until(Duration::from_secs(5), || tether
+        .metric(abandoned)
+        == 1.0));
 
     // A slot is held until one round trip after the channel's close: it comes back shortly.
     assert!(
-        wait_until(Duration::from_secs(5), || {
-            tether.health().1["targets"][TARGET]["channels_in_use"] == 0
-        }),
+        wait_until(Duration::from_secs(5), || tether.channels_idle()),
         "a channel slot leaked: {:#}",
         tether.health().1
     );
@@ -173,13 +113,14 @@ fn every_spec_metric_is_exposed_with_its_labels() {
     let text = scrape.text();
     let m = Exposition::parse(&text);
 
-    for (name, kind, labels) in SPEC {
+    let documented = documented();
+    for (name, kind, labels) in &documented {
         assert_eq!(
-            m.types.get(*name).map(String::as_str),
-            Some(*kind),
+            m.types.get(name).map(String::as_str),
+            Some(kind.as_str()),
             "TYPE of {name}"
         );
-        let series: Vec<String> = if *kind == "histogram" {
+        let series: Vec<String> = if kind == "histogram" {
             vec![
                 format!("{name}_bucket"),
                 format!("{name}_sum"),
@@ -191,7 +132,7 @@ fn every_spec_metric_is_exposed_with_its_labels() {
         for s in &series {
             let found = m.find(s, &[]);
             assert!(!found.is_empty(), "no samples of {s}:\n{text}");
-            let mut want: BTreeSet<&str> = labels.iter().copied().collect();
+            let mut want: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
             if s.ends_with("_bucket") {
                 want.insert("le");
             }
@@ -204,13 +145,16 @@ fn every_spec_metric_is_exposed_with_its_labels() {
             }
         }
     }
-    // Nothing beyond the SPEC's families under tether_.
+    // Nothing beyond the documented families under tether_.
     let extra: Vec<&String> = m
         .types
         .keys()
-        .filter(|n| !SPEC.iter().any(|(s, _, _)| s == n))
+        .filter(|n| !documented.iter().any(|(d, _, _)| d == *n))
         .collect();
-    assert!(extra.is_empty(), "metrics not in the SPEC: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "metrics not in docs/metrics.md: {extra:?}"
+    );
 
     let target = [("target", TARGET)];
     let version = env!("CARGO_PKG_VERSION");
@@ -279,4 +223,32 @@ fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn the_exposition_parser_reads_labels_histograms_and_infinity() {
+    let m = Exposition::parse(
+        "# HELP tether_x_seconds x\n\
+         # TYPE tether_x_seconds histogram\n\
+         tether_x_seconds_bucket{le=\"0.5\",target=\"a\"} 1\n\
+         tether_x_seconds_bucket{le=\"+Inf\",target=\"a\"} 3\n\
+         tether_x_seconds_sum{target=\"a\"} 1.25\n\
+         tether_up 1\n",
+    );
+    assert_eq!(m.types["tether_x_seconds"], "histogram");
+    assert_eq!(
+        m.find("tether_x_seconds_bucket", &[("target", "a")]).len(),
+        2
+    );
+    assert_eq!(m.value("tether_x_seconds_bucket", &[("le", "+Inf")]), 3.0);
+    assert_eq!(m.sum("tether_x_seconds_bucket", &[]), 4.0);
+    assert_eq!(m.get("tether_x_seconds_sum{target=\"a\"}"), Some(1.25));
+    assert_eq!(
+        m.get("tether_x_seconds_sum"),
+        None,
+        "labels must match exactly"
+    );
+    assert_eq!(m.get("tether_up"), Some(1.0));
+    let inf = Exposition::parse("tether_y{a=\"b\"} +Inf\n");
+    assert_eq!(inf.value("tether_y", &[]), f64::INFINITY);
 }

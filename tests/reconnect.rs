@@ -1,7 +1,8 @@
-//! Issue 4, items 2 and 3: connections that go away. A laptop that reboots (sshd killed, then
-//! back on the same port) is not stormed with connects while away and is found within 2 probe
-//! intervals when back; a call whose connection dies before its exec request left is retried
-//! once on a fresh connection when (and only when) its verb is idempotent.
+//! Connections that go away. A laptop that reboots (sshd killed, then back on the same port) is
+//! not stormed with connects while away and is found within 2 probe intervals when back
+//! (docs/metrics.md, `tether_connects_total`); a call whose connection dies, before or after
+//! its exec request left, is sent again once on a fresh connection when (and only when) its
+//! verb is idempotent (docs/rpc.md, "Idempotent verbs and re-sends").
 
 mod common;
 
@@ -14,22 +15,25 @@ use common::tether::{Tether, TetherConfig};
 use common::wait_until;
 use serde_json::{Value, json};
 
+/// docs/metrics.md (`tether_connects_total`): while a laptop sleeps, failed attempts back off,
+/// capped below probe.interval, "so this grows by about one per probe interval, not per
+/// call". Read as a bound, with room for the back-off's jitter (an attempt may come up to a
+/// quarter early, so that several sidecars do not knock in step): at most 1.5 per interval,
+/// whoever asks, since probes and callers share the back-off.
+const MOST_ATTEMPTS_PER_INTERVAL: f64 = 1.5;
+
 /// All connection attempts so far, whatever their result.
 fn connect_attempts(tether: &Tether) -> f64 {
-    let text = tether.admin_get("/metrics").text();
-    text.lines()
-        .filter(|l| l.starts_with("tether_connects_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
+    tether.metrics().sum("tether_connects_total", &[])
 }
 
-/// Item 2. The issue counts attempts over 60 s at the default 2 s interval (30 intervals);
-/// scaled to a 500 ms interval, the window is 5 s (10 intervals), with four callers hammering
-/// tether the whole time, because a busy app must not cause a storm either.
+/// The laptop is away for 6 probe intervals (500 ms each here, scaled down from the default
+/// 2 s), with four callers hammering tether the whole time: a busy app must not cause a
+/// connect storm either (thousands of calls, a dozen attempts at most).
 #[test]
 fn a_rebooting_laptop_is_not_stormed_and_is_found_within_2_intervals() {
     const INTERVAL: Duration = Duration::from_millis(500);
-    const WINDOW: Duration = Duration::from_secs(5);
+    const WINDOW: Duration = Duration::from_secs(3);
     let mut sshd = Sshd::start();
     let tether = TetherConfig::for_sshd(&sshd)
         .test_verbs()
@@ -37,9 +41,9 @@ fn a_rebooting_laptop_is_not_stormed_and_is_found_within_2_intervals() {
         .set("targets.laptop.probe.timeout", "500ms")
         .set("targets.laptop.connect_timeout", "500ms")
         .spawn();
-    assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
+    tether.wait_status("up");
     sshd.kill();
-    assert!(wait_until(Duration::from_secs(5), || tether.status() == "down"));
+    tether.wait_status("down");
 
     let before = connect_attempts(&tether);
     let started = Instant::now();
@@ -67,14 +71,13 @@ fn a_rebooting_laptop_is_not_stormed_and_is_found_within_2_intervals() {
         .collect();
     let attempts = connect_attempts(&tether) - before;
     let window = started.elapsed();
-    // Attempts are spaced by the back-off, whose floor once capped is 75 % (jitter) of
-    // 0.9 x probe.interval; +1 for an attempt in flight at each end of the window.
-    let bound = (window.as_secs_f64() / (0.75 * 0.9 * INTERVAL.as_secs_f64())).floor() + 2.0;
+    // +1 for an attempt in flight at each end of the window.
+    let intervals = window.as_secs_f64() / INTERVAL.as_secs_f64();
+    let bound = (intervals * MOST_ATTEMPTS_PER_INTERVAL).floor() + 2.0;
     let slowest = answers.iter().map(|a| a.2).max().unwrap();
     eprintln!(
-        "item 2: {attempts} connect attempts in {window:?} ({} intervals) while {} calls were \
-         answered (slowest {slowest:?}); bound {bound}",
-        window.as_millis() / INTERVAL.as_millis(),
+        "{attempts} connect attempts in {window:?} ({intervals:.1} intervals) while {} calls \
+         were answered (slowest {slowest:?}); bound {bound}",
         answers.len()
     );
     assert!(attempts <= bound, "{attempts} attempts, bound {bound}");
@@ -88,16 +91,9 @@ fn a_rebooting_laptop_is_not_stormed_and_is_found_within_2_intervals() {
     }
 
     sshd.restart();
-    let back = Instant::now();
-    assert!(
-        wait_until(Duration::from_secs(5), || tether.status() == "up"),
-        "{}\n{}",
-        tether.health().1,
-        tether.logs()
-    );
-    let found = back.elapsed();
+    let found = tether.wait_status_within("up", Duration::from_secs(5));
     eprintln!(
-        "item 2: the returning laptop was up {found:?} after sshd listened again (bound 2 x {INTERVAL:?})"
+        "the returning laptop was up {found:?} after sshd listened again (bound 2 x {INTERVAL:?})"
     );
     assert!(
         found <= 2 * INTERVAL + Duration::from_millis(100),
@@ -107,7 +103,7 @@ fn a_rebooting_laptop_is_not_stormed_and_is_found_within_2_intervals() {
     assert_eq!(status, 200, "{body}");
 }
 
-/// Item 3: the connection is cut while a call holds its slot but its channel open has no
+/// The connection is cut while a call holds its slot but its channel open has no
 /// answer yet (the proxy black-holes, then resets): nothing has been sent. Deterministic: the
 /// call cannot get past the open while the proxy is silent.
 fn cut_before_the_exec_left(idempotent: bool) -> (Sshd, Tether, (u16, Value)) {
@@ -123,7 +119,7 @@ fn cut_before_the_exec_left(idempotent: bool) -> (Sshd, Tether, (u16, Value)) {
         .set("targets.laptop.probe.interval", "1h")
         .set("targets.laptop.probe.shim_verb", "")
         .spawn();
-    assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
+    tether.wait_status("up");
     proxy.blackhole();
     let socket = tether.socket_path().to_path_buf();
     let call = std::thread::spawn(move || {
@@ -133,9 +129,7 @@ fn cut_before_the_exec_left(idempotent: bool) -> (Sshd, Tether, (u16, Value)) {
             &json!({"verb": "reset", "args": ["s1"]}),
         )
     });
-    assert!(wait_until(Duration::from_secs(5), || {
-        tether.health().1["targets"]["laptop"]["channels_in_use"] == 1
-    }));
+    tether.wait_target(Duration::from_secs(5), |t| t["channels_in_use"] == 1);
     proxy.cut();
     proxy.resume();
     let answer = call.join().unwrap();
@@ -152,11 +146,10 @@ fn an_idempotent_verb_is_retried_once_when_nothing_was_sent() {
         2.0,
         "the retry ran on a fresh connection"
     );
-    eprintln!("item 3: an idempotent call cut before its exec left was retried and ran once");
 }
 
 #[test]
-fn a_turn_is_never_resent_even_when_nothing_was_sent() {
+fn a_verb_that_is_not_idempotent_is_never_resent_even_when_nothing_was_sent() {
     let (sshd, _tether, (status, body)) = cut_before_the_exec_left(false);
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -178,7 +171,7 @@ fn an_idempotent_verb_cut_mid_command_is_sent_again_and_answers_200() {
         .merge("[verbs.sleep]\ntimeout = \"20s\"\nidempotent = true\n")
         .set("targets.laptop.probe.shim_verb", "")
         .spawn();
-    assert!(wait_until(Duration::from_secs(5), || tether.status() == "up"));
+    tether.wait_status("up");
     let call = tether.call_in_background(json!({"verb": "sleep", "args": ["1"]}));
     assert!(wait_until(Duration::from_secs(5), || sshd
         .count("sleep", &["1"])

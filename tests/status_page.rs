@@ -1,5 +1,6 @@
-//! The status page (`GET /` on the admin port): the target, its badge, an inline chart, a
-//! self-refresh, no external assets, and the last error in words once something failed.
+//! The status page (`GET /` on the admin port, docs/metrics.md): the target, its badge, an
+//! inline chart, a self-refresh, no external assets, and the last error in words once
+//! something failed.
 //!
 //! `cargo test --test status_page -- --ignored --nocapture` also renders it in headless
 //! Chromium (scripts/status-page-screenshot.sh) in the up and down states, for a person to look at.
@@ -98,8 +99,7 @@ fn page_shows_the_target_state_chart_and_last_error() {
     let mut message = String::new();
     let shown = wait_until(Duration::from_secs(5), || {
         last = page(&tether);
-        let health = tether.health().1;
-        let err = &health["targets"][TARGET]["last_error"];
+        let err = &tether.target_health()["last_error"];
         message = err["message"].as_str().unwrap_or_default().to_string();
         !message.is_empty() && last.contains(&escape(&message))
     });
@@ -139,20 +139,18 @@ fn screenshots_up_and_down() {
     }
     // Some probe history for the chart.
     let points = |t: &Tether| {
-        t.admin_get("/metrics")
-            .text()
-            .lines()
-            .find(|l| l.starts_with("tether_probes_total{kind=\"transport\",result=\"ok\""))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .unwrap_or(0)
+        t.metrics().sum(
+            "tether_probes_total",
+            &[("kind", "transport"), ("result", "ok")],
+        )
     };
-    assert!(wait_until(Duration::from_secs(20), || points(&tether) >= 30));
+    assert!(wait_until(Duration::from_secs(20), || points(&tether) >= 30.0));
     shoot(&tether, "status-up.png");
 
     sshd.kill();
     tether.wait_status("down");
     let failures = |t: &Tether| {
-        t.health().1["targets"][TARGET]["consecutive_failures"]
+        t.target_health()["consecutive_failures"]
             .as_u64()
             .unwrap_or(0)
     };
@@ -162,7 +160,7 @@ fn screenshots_up_and_down() {
     sshd.restart();
     tether.wait_status("up");
     assert!(wait_until(Duration::from_secs(20), || {
-        tether.health().1["targets"][TARGET]["last_ok_at"].is_string() && points(&tether) >= 50
+        tether.target_health()["last_ok_at"].is_string() && points(&tether) >= 50.0
     }));
     shoot(&tether, "status-recovered.png");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use common::http::Streamed;
 use common::sshd::Sshd;
-use common::tether::{BIN, Tether, TetherConfig};
+use common::tether::{Tether, TetherConfig, cli_command};
 use common::wait_until;
 use serde_json::{Value, json};
 
@@ -133,8 +133,7 @@ fn tether_call_prints_lines_as_the_remote_writes_them() {
     let sshd = Sshd::start();
     let tether = tether(&sshd);
     let socket = tether.socket_path().display().to_string();
-    let mut child = std::process::Command::new(BIN)
-        .args(["call", "--socket", &socket, "drip", "4", "0.3"])
+    let mut child = cli_command(&["call", "--socket", &socket, "drip", "4", "0.3"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

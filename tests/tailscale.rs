@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use common::fake_tailscale::FakeTailscale;
 use common::sshd::Sshd;
 use common::tether::{TARGET, TetherConfig};
-use common::wait_until;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -94,13 +93,9 @@ fn serve_refuses_it_with_upstream_misconfigured_within_connect_timeout() {
         cli.stderr
     );
 
-    let last_error = |h: &Value| h["targets"][TARGET]["last_error"]["code"].clone();
-    assert!(
-        wait_until(Duration::from_secs(10), || last_error(&tether.health().1)
-            == "upstream_misconfigured"),
-        "{:#}",
-        tether.health().1
-    );
+    tether.wait_target(Duration::from_secs(10), |t| {
+        t["last_error"]["code"] == "upstream_misconfigured"
+    });
     let counted = tether.metric(&format!(
         "tether_connects_total{{result=\"upstream_misconfigured\",target=\"{TARGET}\"}}"
     ));

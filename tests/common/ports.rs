@@ -1,4 +1,4 @@
-//! Loopback ports for tests: a free one, one where connects are refused, one that never answers.
+//! Loopback ports for tests: a free one, and one where connects are refused.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 
@@ -42,12 +42,4 @@ impl Default for ClosedPort {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// A listener that never accepts: the kernel completes TCP handshakes into the backlog, but no
-/// byte ever comes back (like a frozen host). Keep it alive for as long as the test needs it.
-pub fn silent_listener() -> (TcpListener, u16) {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    let port = listener.local_addr().expect("local_addr").port();
-    (listener, port)
 }

@@ -21,6 +21,7 @@ use tempfile::TempDir;
 use toml::{Table, Value as Toml};
 
 use super::http;
+use super::metrics::Exposition;
 use super::ports::free_port;
 use super::sshd::Sshd;
 
@@ -53,6 +54,8 @@ timeout = "20s"
 timeout = "30s"
 "#;
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Tether::wait_status`] waits.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A tether config under construction, as a TOML table plus environment variables.
@@ -99,14 +102,17 @@ impl TetherConfig {
             .set(&format!("{t}.known_hosts"), sshd.known_hosts_line())
     }
 
-    /// Points the target at `port` on loopback (a [`super::proxy::Proxy`] or a fake peer) while
-    /// keeping `sshd`'s host key pinned for that address.
+    /// Points the target at `port` on loopback (a [`super::proxy::Proxy`], a fake peer, a
+    /// closed port) while keeping `sshd`'s host key pinned for that address: the pin is built
+    /// from its parts, `[127.0.0.1]:PORT` and the key.
     pub fn via(self, port: u16, sshd: &Sshd) -> Self {
-        let pin = sshd
-            .known_hosts_line()
-            .replace(&format!("]:{} ", sshd.port()), &format!("]:{port} "));
+        let line = sshd.known_hosts_line();
+        let (_address, key) = line.split_once(' ').expect("a known_hosts line");
         self.set(&format!("targets.{TARGET}.port"), i64::from(port))
-            .set(&format!("targets.{TARGET}.known_hosts"), pin)
+            .set(
+                &format!("targets.{TARGET}.known_hosts"),
+                format!("[127.0.0.1]:{port} {key}"),
+            )
     }
 
     /// Sets one key by dotted path ("targets.laptop.probe.interval"), creating tables on the way.
@@ -286,6 +292,14 @@ fn merge_into(base: &mut Table, extra: Table) {
     }
 }
 
+/// `tether ARGS…` as a [`Command`] to spawn yourself (to read its output as it comes), with
+/// the same clean environment as [`run_cli`].
+pub fn cli_command(args: &[&str]) -> Command {
+    let mut cmd = command(&[]);
+    cmd.args(args);
+    cmd
+}
+
 /// A `tether` command with a clean environment: no inherited `TETHER_*`/`PALIADIN_*`.
 fn command(env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(BIN);
@@ -339,36 +353,64 @@ impl Tether {
         http::get_json(&self.socket, "/v1/health")
     }
 
+    /// Target [`TARGET`]'s entry of `/v1/health` (docs/rpc.md, "GET /v1/health").
+    pub fn target_health(&self) -> Value {
+        let (code, mut body) = self.health();
+        assert_eq!(code, 200, "{body}");
+        body["targets"][TARGET].take()
+    }
+
     /// The status of target [`TARGET`] in `/v1/health` ("unknown", "up", "down", …).
     pub fn status(&self) -> String {
-        let (_, body) = self.health();
-        body["targets"][TARGET]["status"]
+        self.target_health()["status"]
             .as_str()
             .unwrap_or_default()
             .to_string()
     }
 
-    /// The value of one sample in `/metrics`, named as printed (labels sorted), e.g.
-    /// `tether_connects_total{result="ok",target="laptop"}`; 0 when it is not there yet.
+    /// Waits up to `within` until target [`TARGET`]'s health satisfies `cond`, and returns
+    /// that health; panics with the last one and the logs otherwise.
+    pub fn wait_target(&self, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let held = super::wait_until(within, || {
+            last = self.target_health();
+            cond(&last)
+        });
+        assert!(
+            held,
+            "not reached within {within:?}; last health: {last:#}\n{}",
+            self.logs()
+        );
+        last
+    }
+
+    /// Waits (up to 10 s) until target [`TARGET`] has status `want`; returns how long it took.
+    pub fn wait_status(&self, want: &str) -> Duration {
+        self.wait_status_within(want, STATUS_TIMEOUT)
+    }
+
+    /// Waits up to `within` until target [`TARGET`] has status `want`; returns how long it took.
+    pub fn wait_status_within(&self, want: &str, within: Duration) -> Duration {
+        let started = Instant::now();
+        self.wait_target(within, |t| t["status"] == want);
+        started.elapsed()
+    }
+
+    /// One scrape of `/metrics`, parsed.
+    pub fn metrics(&self) -> Exposition {
+        Exposition::parse(&self.admin_get("/metrics").text())
+    }
+
+    /// The value of one sample in `/metrics`, written as printed, e.g.
+    /// `tether_connects_total{result="ok",target="laptop"}` (labels exactly these, any order);
+    /// 0 when it is not there yet.
     pub fn metric(&self, sample: &str) -> f64 {
-        let text = self.admin_get("/metrics").text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
-            .map_or(0.0, |v| v.trim().parse().expect("a number"))
+        self.metrics().get(sample).unwrap_or(0.0)
     }
 
     /// `POST /v1/call` on the socket.
     pub fn call(&self, body: &Value) -> (u16, Value) {
         http::post_json(&self.socket, "/v1/call", body)
-    }
-
-    /// Waits (up to 10 s) until target [`TARGET`] has status `want`; panics with the health
-    /// document otherwise.
-    pub fn wait_status(&self, want: &str) {
-        let reached = super::wait_until(Duration::from_secs(10), || {
-            self.health().1["targets"][TARGET]["status"] == want
-        });
-        assert!(reached, "not {want}: {:#}", self.health().1);
     }
 
     /// Runs `bodies` as concurrent calls from threads released together; returns each
@@ -391,7 +433,8 @@ impl Tether {
         threads.into_iter().map(|t| t.join().unwrap()).collect()
     }
 
-    /// No channel slot is held: every call's channel has been freed.
+    /// No channel slot is held: every call's channel has been freed (`tether_channels_in_use`
+    /// is 0).
     pub fn channels_idle(&self) -> bool {
         self.metric(&format!("tether_channels_in_use{{target=\"{TARGET}\"}}")) == 0.0
     }
@@ -448,6 +491,16 @@ impl Tether {
     /// The exit status if the process has exited (it is reaped then, and stays reported).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
         self.child.as_mut()?.try_wait().expect("try_wait")
+    }
+
+    /// The process's peak resident set so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
     }
 }
 

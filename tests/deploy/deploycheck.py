@@ -4,10 +4,10 @@
 Called by tests/deploy/check.sh, one subcommand per check; each prints what it found
 and exits non-zero on a problem. Needs Python >= 3.11 (tomllib) and PyYAML.
 
-The SPEC (shared/SPEC.md) is the contract: metric names, their types and labels, and
-the config keys are read from it when it is found (TETHER_SPEC, ../shared/SPEC.md,
-shared/SPEC.md); tests/deploy/spec-metrics.txt is a copy of its metrics table used
-when the SPEC is not beside the repository, and `spec-sync` fails when the two differ.
+The repository's docs are the contract: metric names, types and labels come from the
+table in docs/metrics.md ("## Metrics"), config keys and their types from the key tables
+of docs/config.md, and the alerts with their severity and lane from the table in
+docs/deploy.md ("## Monitoring").
 """
 
 from __future__ import annotations
@@ -23,21 +23,15 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 RULES = ROOT / "charts/tether/files/tether.rules.yml"
 RULES_TEST = ROOT / "deploy/prometheus/tether.rules.test.yml"
 INHIBIT = ROOT / "deploy/prometheus/alertmanager-inhibit.yml"
 DASHBOARD = ROOT / "charts/tether/files/tether-dashboard.json"
-METRICS_COPY = HERE / "spec-metrics.txt"
+METRICS_DOC = ROOT / "docs/metrics.md"
+CONFIG_DOC = ROOT / "docs/config.md"
+DEPLOY_DOC = ROOT / "docs/deploy.md"
 SCRAPE_LABELS = {"instance", "job"}
 SEVERITIES = {"critical", "warning", "info"}
-# alerts about a security problem: they must be on the security lane
-SECURITY_ALERTS = {"TetherHostKeyMismatch", "TetherAuthFailing", "TetherUpstreamMisconfigured"}
-# the issue's minimum set
-REQUIRED_ALERTS = {
-    "TetherDown", "TetherLaptopUnreachable", "TetherHostKeyMismatch", "TetherAuthFailing",
-    "TetherProbeStale", "TetherCallErrorsHigh", "TetherPoolSaturated",
-}
 
 problems: list[str] = []
 
@@ -55,60 +49,50 @@ def done(what: str) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ the SPEC
-def spec_path() -> Path | None:
-    for p in (os.environ.get("TETHER_SPEC"), ROOT.parent / "shared/SPEC.md", ROOT / "shared/SPEC.md"):
-        if p and Path(p).is_file():
-            return Path(p)
-    return None
-
-
-def parse_spec_metrics(text: str) -> dict[str, tuple[str, set[str]]]:
-    """name -> (type, labels) from the SPEC's '## Metrics' table."""
-    m = re.search(r"^## Metrics.*?\n(.*?)(?=^## )", text, re.S | re.M)
+# ------------------------------------------------------------------ the docs
+def table_rows(text: str, heading: str, columns: int) -> list[list[str]]:
+    """The cells of every `columns`-wide table row in the section under `heading`."""
+    m = re.search(rf"^{re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
     if not m:
-        raise SystemExit("SPEC.md has no '## Metrics' section")
-    out = {}
+        raise SystemExit(f"no '{heading}' section")
+    rows = []
     for line in m.group(1).splitlines():
+        if not line.startswith("|"):
+            continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) != 3 or not cells[0].startswith("tether_"):
-            continue
-        name, typ, labels = cells
-        typ = typ.split()[0]
-        names = {lab.split("=")[0].strip() for lab in labels.split(",") if lab.strip()}
-        out[name] = (typ, names)
-    return out
+        if len(cells) == columns and not set(cells[0]) <= {"-"}:
+            rows.append(cells)
+    return rows[1:]  # the header row
 
 
-def metrics_from_copy() -> dict[str, tuple[str, set[str]]]:
+def documented_metrics() -> dict[str, tuple[str, set[str]]]:
+    """name -> (type, labels) from the metrics table of docs/metrics.md."""
     out = {}
-    for line in METRICS_COPY.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        name, typ, labels = line.split()
-        out[name] = (typ, set(labels.split(",")) if labels != "-" else set())
+    for name, typ, labels in table_rows(METRICS_DOC.read_text(), "## Metrics", 3):
+        names = {lab.split("=")[0].strip() for lab in labels.split(",") if lab.strip()}
+        out[name] = (typ.split()[0], names)
     return out
 
 
-def spec_metrics() -> dict[str, tuple[str, set[str]]]:
-    p = spec_path()
-    return parse_spec_metrics(p.read_text()) if p else metrics_from_copy()
+def documented_alerts() -> dict[str, tuple[str, bool]]:
+    """alert -> (severity, on the security lane) from the alert table of docs/deploy.md."""
+    out = {}
+    for name, severity, _runbook in table_rows(DEPLOY_DOC.read_text(), "## Monitoring", 3):
+        out[name.strip("`")] = (severity.split()[0].strip(","), "lane security" in severity)
+    return out
 
 
-def cmd_spec_sync() -> int:
-    p = spec_path()
-    copy = metrics_from_copy()
-    if not p:
-        print(f"  SPEC.md not found (TETHER_SPEC, ../shared/SPEC.md): using {METRICS_COPY.relative_to(ROOT)}")
-        return done("metric list")
-    spec = parse_spec_metrics(p.read_text())
-    print(f"  {len(spec)} metrics in {p}")
-    if len(spec) < 10:
-        problem(f"only {len(spec)} metrics parsed from the SPEC: has its table changed shape?")
-    if spec != copy:
-        lines = [f"{n} {t} {','.join(sorted(ls)) or '-'}" for n, (t, ls) in sorted(spec.items())]
-        problem(f"{METRICS_COPY.relative_to(ROOT)} differs from the SPEC; it should read:\n    " + "\n    ".join(lines))
-    return done("metric list matches the SPEC")
+def cmd_metrics_table() -> int:
+    metrics = documented_metrics()
+    print(f"  {len(metrics)} metrics in {METRICS_DOC.relative_to(ROOT)}: {', '.join(sorted(metrics))}")
+    if len(metrics) < 10:
+        problem(f"only {len(metrics)} metrics parsed from {METRICS_DOC.relative_to(ROOT)}: has its table changed shape?")
+    for name, (typ, _) in metrics.items():
+        if not re.fullmatch(r"tether_[a-z0-9_]+", name):
+            problem(f"{name!r} is not a tether_ metric name")
+        if typ not in ("gauge", "counter", "histogram"):
+            problem(f"{name}: type {typ!r} is not gauge, counter or histogram")
+    return done("metric table")
 
 
 # ------------------------------------------------------------------ PromQL
@@ -119,7 +103,7 @@ GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s
 
 
 def resolve(name: str, metrics) -> tuple[str, set[str]] | None:
-    """A queried series name -> labels it may carry, or None when the SPEC lacks it."""
+    """A queried series name -> labels it may carry, or None when the docs lack it."""
     if name in metrics:
         return name, metrics[name][1] | SCRAPE_LABELS
     for suffix in ("_bucket", "_sum", "_count"):
@@ -136,7 +120,7 @@ def check_expr(where: str, expr: str, metrics, used: set[str]) -> None:
     for n in sorted(names):
         r = resolve(n, metrics)
         if r is None:
-            problem(f"{where}: queries {n}, which is not in the SPEC's metrics table")
+            problem(f"{where}: queries {n}, which is not in the table of docs/metrics.md")
             continue
         used.add(r[0])
         allowed_labels |= r[1]
@@ -146,7 +130,7 @@ def check_expr(where: str, expr: str, metrics, used: set[str]) -> None:
             continue
         for lab in MATCHER_RE.findall(matchers):
             if lab not in r[1]:
-                problem(f"{where}: {n} has no label {lab!r} (SPEC labels: {sorted(r[1] - SCRAPE_LABELS)})")
+                problem(f"{where}: {n} has no label {lab!r} (documented labels: {sorted(r[1] - SCRAPE_LABELS)})")
     if names:
         for group in GROUPING_RE.findall(expr):
             for lab in [g.strip() for g in group.split(",") if g.strip()]:
@@ -161,7 +145,8 @@ def load_rules() -> list[dict]:
 
 
 def cmd_rules() -> int:
-    metrics = spec_metrics()
+    metrics = documented_metrics()
+    documented = documented_alerts()
     doc = yaml.safe_load(RULES.read_text())
     groups = doc.get("groups", [])
     if len(groups) != 1:
@@ -178,10 +163,15 @@ def cmd_rules() -> int:
         labels = r.get("labels") or {}
         if labels.get("severity") not in SEVERITIES:
             problem(f"{name}: severity {labels.get('severity')!r} is not one of {sorted(SEVERITIES)}")
-        if name in SECURITY_ALERTS and labels.get("lane") != "security":
-            problem(f"{name}: a security alert without lane: security")
-        if name not in SECURITY_ALERTS and labels.get("lane") == "security":
-            problem(f"{name}: lane: security on an alert not listed as a security alert here")
+        if name not in documented:
+            problem(f"{name}: not in the alert table of docs/deploy.md")
+        else:
+            severity, security = documented[name]
+            if labels.get("severity") != severity:
+                problem(f"{name}: severity {labels.get('severity')!r}, docs/deploy.md says {severity!r}")
+            if security != (labels.get("lane") == "security"):
+                want = "on" if security else "off"
+                problem(f"{name}: docs/deploy.md puts it {want} the security lane, the rule does not")
         ann = r.get("annotations") or {}
         for key in ("summary", "description", "runbook_url"):
             if not ann.get(key):
@@ -190,9 +180,9 @@ def cmd_rules() -> int:
         if rb and not (ROOT / rb.split("#")[0]).is_file():
             problem(f"{name}: runbook {rb} does not exist")
         check_expr(f"alert {name}", r["expr"], metrics, used)
-    missing = REQUIRED_ALERTS - alerts.keys()
+    missing = documented.keys() - alerts.keys()
     if missing:
-        problem(f"alerts the issue asks for are missing: {sorted(missing)}")
+        problem(f"alerts in docs/deploy.md that have no rule: {sorted(missing)}")
     if alerts.get("TetherLaptopUnreachable", {}).get("labels", {}).get("severity") == "critical":
         problem("TetherLaptopUnreachable must not page: a sleeping laptop is a normal state")
     print(f"  {len(alerts)} alerts: {', '.join(alerts)}")
@@ -232,7 +222,7 @@ def cmd_inhibit() -> int:
                 for n in names:
                     if n not in alerts:
                         problem(f"inhibit rule {i}: {side} names {n}, which is not an alert")
-                    elif side == "target_matchers" and n in SECURITY_ALERTS:
+                    elif side == "target_matchers" and alerts[n].get("labels", {}).get("lane") == "security":
                         problem(f"inhibit rule {i}: security alert {n} must never be inhibited")
         if not rule.get("equal"):
             problem(f"inhibit rule {i}: no `equal` labels: it would silence every instance")
@@ -262,7 +252,7 @@ def dashboard_exprs(d) -> list[tuple[str, str]]:
 
 
 def cmd_dashboard(promtool: str) -> int:
-    metrics = spec_metrics()
+    metrics = documented_metrics()
     d = json.loads(DASHBOARD.read_text())
     for key in ("title", "uid", "panels", "schemaVersion"):
         if key not in d:
@@ -653,44 +643,30 @@ def cmd_chart_assert(rendered: str, mode: str) -> int:
 
 
 # ------------------------------------------------------------------ config keys
-def spec_config_keys() -> dict[str, dict[str, type]] | None:
-    """Section -> key -> python type, from the SPEC's example tether.toml (commented keys too)."""
-    p = spec_path()
-    if not p:
-        return None
-    m = re.search(r"^## Configuration.*?```toml\n(.*?)```", p.read_text(), re.S | re.M)
-    if not m:
-        return None
-    text = m.group(1)
+def documented_config_keys() -> dict[str, dict[str, type]]:
+    """Section (server, target, probe, verb) -> key -> python type, from docs/config.md."""
+    text = CONFIG_DOC.read_text()
     out: dict[str, dict[str, type]] = {}
-    section = None
-    for line in text.splitlines():
-        s = re.sub(r"^#\s*", "", line.strip())
-        h = re.match(r"^\[([a-z0-9_.-]+)\]", s)
-        if h:
-            parts = h.group(1).split(".")
-            section = {"server": "server", "targets": "target", "verbs": "verb"}[parts[0]]
-            if len(parts) == 3:
-                section = "probe"
-            out.setdefault(section, {})
-            continue
-        kv = re.match(r"^([a-z_]+)\s*=\s*(.*?)\s*(#.*)?$", s)
-        if kv and section:
-            try:
-                v = tomllib.loads(f"x = {kv.group(2)}")["x"]
-            except tomllib.TOMLDecodeError:
-                v = ""
-            out[section][kv.group(1)] = type(v)
+    for section, heading in (("server", "[server]"), ("target", "[targets.NAME]"),
+                             ("probe", "[targets.NAME.probe]"), ("verb", "[verbs.NAME]")):
+        out[section] = {}
+        for key, typ, _default, _meaning in table_rows(text, f"## `{heading}`", 4):
+            if typ.startswith("array"):
+                want = list
+            elif typ == "integer":
+                want = int
+            elif typ == "boolean":
+                want = bool
+            else:  # string, path, duration, `IP:PORT`, …
+                want = str
+            out[section][key.strip("`")] = want
     return out
 
 
 def cmd_config_keys(path: str) -> int:
-    """Without the binary: the rendered config is TOML and uses only the SPEC's keys and types."""
+    """Without the binary: the rendered config uses only documented keys and types."""
     cfg = tomllib.loads(Path(path).read_text())
-    keys = spec_config_keys()
-    if keys is None:
-        print("  SPEC.md not found: checked that it parses as TOML only")
-        return done("rendered config")
+    keys = documented_config_keys()
 
     def check(section, table, where):
         for k, v in table.items():
@@ -699,9 +675,9 @@ def cmd_config_keys(path: str) -> int:
                 continue
             want = keys.get(section, {}).get(k)
             if want is None:
-                problem(f"{where}.{k}: not a key in the SPEC")
+                problem(f"{where}.{k}: not a key in docs/config.md")
             elif not isinstance(v, want) or (want is int and isinstance(v, bool)):
-                problem(f"{where}.{k} = {v!r}: the SPEC has a {want.__name__}")
+                problem(f"{where}.{k} = {v!r}: docs/config.md has a {want.__name__}")
 
     for top, v in cfg.items():
         if top == "server":
@@ -715,8 +691,8 @@ def cmd_config_keys(path: str) -> int:
             for name, t in v.items():
                 check("verb", t, f"verbs.{name}")
         else:
-            problem(f"{top}: not a section in the SPEC")
-    return done(f"{Path(path).name}: keys and types are the SPEC's")
+            problem(f"{top}: not a section in docs/config.md")
+    return done(f"{Path(path).name}: keys and types are the documented ones")
 
 
 # ------------------------------------------------------------------ runbooks
@@ -754,7 +730,7 @@ def cmd_runbooks() -> int:
 def main(argv: list[str]) -> int:
     cmd, args = argv[1], argv[2:]
     fn = {
-        "spec-sync": cmd_spec_sync, "rules": cmd_rules, "rules-coverage": cmd_rules_coverage,
+        "metrics-table": cmd_metrics_table, "rules": cmd_rules, "rules-coverage": cmd_rules_coverage,
         "inhibit": cmd_inhibit, "dashboard": cmd_dashboard, "dockerfile": cmd_dockerfile,
         "compose": cmd_compose, "compose-env": cmd_compose_env, "chart-split": cmd_chart_split,
         "chart-config": cmd_chart_config, "chart-assert": cmd_chart_assert,
