@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper::{Method, Request};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use russh::ChannelMsg;
 use russh::client::{self, Handle};
@@ -122,12 +123,14 @@ impl HttpClient {
         sender
     }
 
-    pub async fn request(
+    /// Sends one request, reconnecting first if tether closed the connection; the answer's
+    /// body is left for the caller to read, as it arrives.
+    pub async fn send(
         &mut self,
         method: Method,
         path: &str,
         body: Bytes,
-    ) -> Result<(u16, Bytes), String> {
+    ) -> Result<Response<Incoming>, String> {
         if self.sender.is_closed() || self.sender.ready().await.is_err() {
             self.sender = Self::handshake(&self.socket).await;
             self.reconnects += 1;
@@ -139,11 +142,20 @@ impl HttpClient {
             .header("content-type", "application/json")
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
-        let resp = self
-            .sender
+        self.sender
             .send_request(req)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())
+    }
+
+    /// One request and its whole answer.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
+        let resp = self.send(method, path, body).await?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -197,6 +209,26 @@ impl Floor {
     }
 
     async fn exec(&self, line: &str, expect: &str) -> Result<(), String> {
+        let mut stdout = Vec::new();
+        let status = self
+            .exec_with(line, |data| stdout.extend_from_slice(data))
+            .await?;
+        if status != Some(0) || stdout != expect.as_bytes() {
+            return Err(format!(
+                "exit {status:?}: {}",
+                String::from_utf8_lossy(&stdout)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Execs `line` on a new channel, hands each piece of stdout to `on_stdout` as it arrives,
+    /// and gives the exit status once the server has closed the channel.
+    pub async fn exec_with(
+        &self,
+        line: &str,
+        mut on_stdout: impl FnMut(&[u8]),
+    ) -> Result<Option<u32>, String> {
         let mut channel = self
             .handle
             .channel_open_session()
@@ -207,23 +239,15 @@ impl Floor {
             .await
             .map_err(|e| format!("exec: {e}"))?;
         channel.eof().await.map_err(|e| format!("eof: {e}"))?;
-        let mut stdout = Vec::new();
         let mut status = None;
         loop {
             match channel.wait().await {
-                Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
+                Some(ChannelMsg::Data { data }) => on_stdout(&data),
                 Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
-                Some(ChannelMsg::Close) => break,
+                Some(ChannelMsg::Close) => return Ok(status),
                 Some(_) => {}
                 None => return Err("connection lost".into()),
             }
         }
-        if status != Some(0) || stdout != expect.as_bytes() {
-            return Err(format!(
-                "exit {status:?}: {}",
-                String::from_utf8_lossy(&stdout)
-            ));
-        }
-        Ok(())
     }
 }

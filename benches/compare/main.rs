@@ -1,15 +1,17 @@
 //! `make bench`: tether against `ssh` per call and an OpenSSH ControlMaster, against the same
-//! OpenSSH sshd and forced-command shim, in one run (issue 5).
+//! OpenSSH sshd and forced-command shim, in one run.
 //!
 //! Phases: sequential latency of (a)–(e), interleaved in rounds so that load from elsewhere
-//! on the machine hits every mode alike; throughput of (b) and (c) with 1, 8 and 64 callers;
+//! on the machine hits every mode alike; a streamed line's age on arrival, (c) against (e),
+//! interleaved too (stream.rs); throughput of (b) and (c) with 1, 8 and 64 callers;
 //! cached `/v1/health` reads while 64 callers run turns (tether's RSS and CPU are read from
 //! /proc meanwhile); then (a), (b), (c) and (e) again through a proxy adding 10 ms each way.
 //! Prints Markdown tables and writes target/bench/compare.json.
 //!
 //! Knobs (environment): BENCH_CALLS (500: sequential calls for (b)–(e)), BENCH_SSH_CALLS
 //! (100: for (a), ~0.3 s each), BENCH_PROXY_CALLS (200), BENCH_PROXY_SSH_CALLS (20),
-//! BENCH_SECONDS (5: per throughput run), BENCH_HEALTH_READS (10000), BENCH_ROUNDS (5).
+//! BENCH_SECONDS (5: per throughput run), BENCH_HEALTH_READS (10000), BENCH_ROUNDS (5),
+//! BENCH_STREAM_LINES (400: streamed lines read by (c) and by (e), in runs of 50).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -19,6 +21,7 @@ mod procstat;
 mod proxy;
 mod report;
 mod stats;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,6 +56,7 @@ struct Settings {
     seconds: f64,
     health_reads: usize,
     rounds: usize,
+    stream_lines: usize,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -72,6 +76,7 @@ impl Settings {
             seconds: env_num("BENCH_SECONDS", 5.0),
             health_reads: env_num("BENCH_HEALTH_READS", 10_000),
             rounds: env_num::<usize>("BENCH_ROUNDS", 5).max(1),
+            stream_lines: env_num("BENCH_STREAM_LINES", 400),
         }
     }
 }
@@ -223,9 +228,10 @@ fn floor_caller(floor: &Arc<Floor>) -> Caller {
     }
 }
 
-/// A tether for `sshd` reached on `port` (the sshd's own, or the proxy's), with tether's
-/// defaults otherwise; waits until its socket answers.
-fn spawn_tether(sshd: &Sshd, port: u16) -> Tether {
+/// A tether for `sshd` reached on `port` (the sshd's own, or the proxy's), with `verbs` as
+/// its allowlist (TOML) if given and tether's defaults otherwise; waits until its socket
+/// answers.
+fn spawn_tether(sshd: &Sshd, port: u16, verbs: Option<&str>) -> Tether {
     let pin = sshd.known_hosts_line();
     let key_part = pin.split_once(' ').expect("known_hosts line").1;
     let t = format!("targets.{TARGET}");
@@ -236,6 +242,7 @@ fn spawn_tether(sshd: &Sshd, port: u16) -> Tether {
                 &format!("{t}.known_hosts"),
                 format!("[127.0.0.1]:{port} {key_part}"),
             )
+            .merge(verbs.unwrap_or_default())
             .spawn()
     })
 }
@@ -396,7 +403,7 @@ async fn run(settings: &Settings) -> Report {
     };
     let loadavg_start = loadavg();
     let sshd = block_in_place(Sshd::start);
-    let tether = spawn_tether(&sshd, sshd.port());
+    let tether = spawn_tether(&sshd, sshd.port(), None);
     let pid = tether.pid();
     eprintln!(
         "sshd on 127.0.0.1:{}, tether {BIN} (pid {pid}), socket {}",
@@ -444,7 +451,14 @@ async fn run(settings: &Settings) -> Report {
     let latency = rows(&series);
     drop(series);
 
-    // 2. Throughput.
+    // 2. Streamed output, through a second tether that also allows the shim's `drip`.
+    let streamed = {
+        let drip_tether = spawn_tether(&sshd, sshd.port(), Some(stream::VERBS));
+        let mut client = HttpClient::connect(drip_tether.socket_path()).await;
+        stream::measure(&mut client, &floor, settings.stream_lines, &mut errors).await
+    };
+
+    // 3. Throughput.
     let mut rates = Vec::new();
     let mut cpu_64 = f64::NAN;
     let mut rss_64 = 0;
@@ -567,7 +581,7 @@ async fn run(settings: &Settings) -> Report {
     let (_, rss_peak_kib) = procstat::memory_kib(pid);
     drop(master);
 
-    // 3. Through the delay proxy.
+    // 5. Through the delay proxy.
     let proxy = DelayProxy::start(sshd.addr(), ONE_WAY).await;
     let far = Route {
         port: proxy.port,
@@ -575,7 +589,7 @@ async fn run(settings: &Settings) -> Report {
         control_path: sshd.dir().join("cm-proxy.sock"),
     };
     let far_master = block_in_place(|| ControlMaster::start(&sshd, &far));
-    let far_tether = spawn_tether(&sshd, proxy.port);
+    let far_tether = spawn_tether(&sshd, proxy.port, None);
     let far_floor =
         Arc::new(Floor::connect(proxy.port, sshd.user(), &sshd.ed25519_key().private_key).await);
     let mut far_series = vec![
@@ -632,10 +646,14 @@ async fn run(settings: &Settings) -> Report {
             "proxy_ssh_calls": settings.proxy_ssh_calls,
             "throughput_seconds": settings.seconds,
             "rounds": settings.rounds,
+            "stream_lines": settings.stream_lines,
+            "stream_lines_per_run": stream::LINES_PER_RUN,
+            "stream_interval_s": stream::INTERVAL,
             "tether_config": "defaults: max_connections 2, channels_per_connection 8, probe every 2 s, shim probe every 30 s",
             "sshd": "OpenSSH sshd on loopback, MaxSessions 10 (default), forced-command shim (sh)",
         }),
         latency,
+        streamed,
         throughput: rates,
         one_way_ms: ONE_WAY.as_secs_f64() * 1e3,
         proxy_added_ms,

@@ -1,5 +1,5 @@
 //! The bench's results: the printed tables (Markdown, pasted into the README as they are),
-//! the ratios and the issue's goals with PASS/MISS, and the same as JSON.
+//! the ratios and the goals with PASS/MISS, and the same as JSON.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -84,6 +84,8 @@ pub struct Goal {
 pub struct Report {
     pub conditions: serde_json::Value,
     pub latency: Vec<LatencyRow>,
+    /// A streamed line's age when the app has read it: (c) through tether, (e) the floor.
+    pub streamed: Vec<LatencyRow>,
     pub throughput: Vec<ThroughputRow>,
     /// Through the delay proxy: `one_way_ms` each way, as configured.
     pub one_way_ms: f64,
@@ -98,10 +100,16 @@ pub struct Report {
     pub first_errors: Vec<(String, String)>,
 }
 
+fn latency(rows: &[LatencyRow], mode: Mode) -> Option<&Latency> {
+    rows.iter().find(|r| r.mode == mode).map(|r| &r.latency)
+}
+
 fn p50(rows: &[LatencyRow], mode: Mode) -> f64 {
-    rows.iter()
-        .find(|r| r.mode == mode)
-        .map_or(f64::NAN, |r| r.latency.p50_ms)
+    latency(rows, mode).map_or(f64::NAN, |l| l.p50_ms)
+}
+
+fn p99(rows: &[LatencyRow], mode: Mode) -> f64 {
+    latency(rows, mode).map_or(f64::NAN, |l| l.p99_ms)
 }
 
 fn rate(rows: &[ThroughputRow], mode: Mode, callers: usize) -> Option<&ThroughputRow> {
@@ -129,6 +137,7 @@ impl Report {
         let pc = p50(&self.latency_proxy, Mode::C);
         let rtt = 2.0 * self.one_way_ms;
         let proxy_bound = 2.0 * rtt + e + 2.0;
+        let (sc, se) = (p50(&self.streamed, Mode::C), p50(&self.streamed, Mode::E));
         let health_p99 = self.health_under_load.reads.p99_ms;
         let idle_mib = self.resources.rss_idle_kib as f64 / 1024.0;
         self.ratios = serde_json::json!({
@@ -137,6 +146,8 @@ impl Report {
             "a_over_c_p50": a / c,
             "c_over_e_p50": c / e,
             "c_over_b_throughput_64": tc_rate / tb_rate,
+            "streamed_c_minus_e_p50_ms": sc - se,
+            "streamed_c_minus_e_p99_ms": p99(&self.streamed, Mode::C) - p99(&self.streamed, Mode::E),
         });
         self.goals = vec![
             Goal {
@@ -156,6 +167,12 @@ impl Report {
                 wanted: format!("<= {:.2} ms", 1.25 * e),
                 measured: format!("{c:.2} ms (c/e = {:.2})", c / e),
                 pass: c <= 1.25 * e,
+            },
+            Goal {
+                goal: "streamed line: (c) p50 - floor (e) p50 < 1 ms",
+                wanted: "< 1 ms".into(),
+                measured: format!("{:.3} ms ({sc:.3} - {se:.3})", sc - se),
+                pass: sc - se < 1.0,
             },
             Goal {
                 goal: "64 callers: (c) throughput >= 2 x (b)",
@@ -207,7 +224,7 @@ impl Report {
             c["verb"].as_str().unwrap_or("?"),
         );
         let _ = writeln!(s, "Sequential latency, one caller:\n");
-        latency_table(&mut s, &self.latency);
+        latency_table(&mut s, &self.latency, "calls");
         let r = &self.ratios;
         let _ = writeln!(
             s,
@@ -216,6 +233,20 @@ impl Report {
             r["c_over_a_p50"].as_f64().unwrap_or(f64::NAN),
             r["a_over_c_p50"].as_f64().unwrap_or(f64::NAN),
             r["c_over_e_p50"].as_f64().unwrap_or(f64::NAN),
+        );
+        let _ = writeln!(
+            s,
+            "Streamed output, one caller: a line's age from the remote writing it (`date +%s.%N` \
+             in the shim's `drip {} {}`) to the app having read it:\n",
+            c["stream_lines_per_run"],
+            c["stream_interval_s"].as_str().unwrap_or("?"),
+        );
+        latency_table(&mut s, &self.streamed, "lines");
+        let _ = writeln!(
+            s,
+            "\nDifference (c) - (e): {:.3} ms at p50, {:.3} ms at p99.\n",
+            r["streamed_c_minus_e_p50_ms"].as_f64().unwrap_or(f64::NAN),
+            r["streamed_c_minus_e_p99_ms"].as_f64().unwrap_or(f64::NAN),
         );
         let _ = writeln!(
             s,
@@ -252,7 +283,7 @@ impl Report {
             2.0 * self.one_way_ms,
             self.proxy_added_ms
         );
-        latency_table(&mut s, &self.latency_proxy);
+        latency_table(&mut s, &self.latency_proxy, "calls");
         let h = &self.health_under_load;
         let _ = writeln!(
             s,
@@ -287,7 +318,7 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "Goals (issue 5):\n\n| goal | wanted | measured | |\n|---|---|---|---|"
+            "Goals:\n\n| goal | wanted | measured | |\n|---|---|---|---|"
         );
         for g in &self.goals {
             let _ = writeln!(
@@ -317,10 +348,11 @@ impl Report {
     }
 }
 
-fn latency_table(s: &mut String, rows: &[LatencyRow]) {
+/// One row per mode; `counted` names what the count column counts (calls, lines).
+fn latency_table(s: &mut String, rows: &[LatencyRow], counted: &str) {
     let _ = writeln!(
         s,
-        "| | p50 ms | p99 ms | mean ms | calls | errors |\n|---|---:|---:|---:|---:|---:|"
+        "| | p50 ms | p99 ms | mean ms | {counted} | errors |\n|---|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let l = &r.latency;
