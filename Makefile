@@ -24,7 +24,7 @@ go-test:
 
 ## bench: tether against ssh per call, an OpenSSH ControlMaster and a raw russh exec, against
 ## a real sshd (release build; a few minutes); prints tables, writes target/bench/compare.json.
-## Knobs: BENCH_CALLS, BENCH_SSH_CALLS, BENCH_PROXY_CALLS, BENCH_SECONDS (benches/compare/main.rs)
+## Knobs: BENCH_CALLS, BENCH_SSH_CALLS, BENCH_PROXY_CALLS, BENCH_SECONDS, BENCH_STREAM_LINES (benches/compare/main.rs)
 bench: test-deps
 	$(CARGO) bench --locked --bench compare
 
