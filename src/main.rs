@@ -41,8 +41,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Try tether with nothing else: a throwaway SSH server with a built-in shim on
-    /// loopback, and the real sidecar in front of it. Prints commands to paste.
+    /// Try tether with nothing else: a throwaway SSH server on loopback running the real
+    /// shim, and the real sidecar in front of it. Prints commands to paste.
     Demo(tether::demo::DemoArgs),
     /// The laptop half, run by sshd as the forced command: runs allowlisted verbs, and a keyed
     /// call exactly once (docs/shim.md).
@@ -53,8 +53,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The shim starts on every remote call: it parses only its own arguments (building the
+    // whole CLI costs a third of its own start-up) and needs no runtime.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
+        let args = tether::shim::ShimArgs::parse_from(std::env::args_os().skip(1));
+        return ExitCode::from(tether::shim::main(args));
+    }
     let cli = Cli::parse();
-    // The shim starts on every remote call: plain std, no runtime to build.
     let command = match cli.command {
         Command::Shim(args) => return ExitCode::from(tether::shim::main(args)),
         Command::DemoAssistant { words } => return tether::demo::assistant::main(&words),

@@ -40,19 +40,26 @@ pub struct Line<'a> {
     pub reason: Option<&'a str>,
 }
 
-/// Appends `line` to the log at `path` with one write (O_APPEND keeps concurrent lines whole).
+/// Appends `line` to the log at `path` with one write (O_APPEND keeps concurrent lines whole),
+/// creating its directory the first time.
 pub fn append(path: &Path, line: &Line) -> io::Result<()> {
     let mut bytes = serde_json::to_vec(line)?;
     bytes.push(b'\n');
-    if let Some(dir) = path.parent() {
-        make_dir(dir)?;
-    }
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(&bytes)
+    let open = || {
+        OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+    };
+    let mut file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            make_dir(path.parent().unwrap_or(Path::new("/")))?;
+            open()?
+        }
+        other => other?,
+    };
+    file.write_all(&bytes)
 }
 
 /// `SSH_CLIENT` is "ADDRESS PORT LOCAL_PORT": the caller is the address.

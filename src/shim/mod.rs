@@ -30,8 +30,10 @@ pub mod template;
 
 use std::path::PathBuf;
 
-/// `tether shim [--config FILE] [--check | --journal [KEY]]`
-#[derive(clap::Args, Debug)]
+/// The laptop half, run by sshd as the forced command: reads SSH_ORIGINAL_COMMAND, runs only
+/// the verbs shim.toml allows, and a keyed call exactly once (docs/shim.md).
+#[derive(clap::Parser, Debug)]
+#[command(name = "tether shim", bin_name = "tether shim")]
 pub struct ShimArgs {
     /// shim.toml (else $XDG_CONFIG_HOME/tether/shim.toml, else ~/.config/tether/shim.toml).
     #[arg(long)]
