@@ -12,8 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::audit::{self, Outcome};
 use super::config;
-use super::journal::Journal;
-use super::journal::Record;
+use super::journal::{Journal, Record};
 use super::keyed;
 use super::process;
 use super::queue;

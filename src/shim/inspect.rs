@@ -69,7 +69,8 @@ pub fn journal(path: &Path, key: Option<&str>) -> u8 {
         Ok(config) => config,
         Err(problems) => return report(&problems),
     };
-    let entries = match Journal::new(&config.journal_dir, config.retention).entries() {
+    let journal = Journal::new(&config.journal_dir, config.retention);
+    let entries = match journal.entries() {
         Ok(entries) => entries,
         Err(e) => {
             eprintln!(
@@ -84,7 +85,7 @@ pub fn journal(path: &Path, key: Option<&str>) -> u8 {
             list(&entries);
             0
         }
-        Some(key) => show(&config, &entries, key),
+        Some(key) => show(&config, &journal, &entries, key),
     }
 }
 
@@ -111,7 +112,9 @@ fn list(entries: &[Entry]) {
     }
 }
 
-fn show(config: &ShimConfig, entries: &[Entry], key: &str) -> u8 {
+fn show(config: &ShimConfig, journal: &Journal, entries: &[Entry], key: &str) -> u8 {
+    // A corrupt entry may be this key's: its directory name says.
+    let named: Vec<Entry> = config.verbs.keys().map(|v| journal.entry(v, key)).collect();
     let mut found = 0;
     for entry in entries {
         match entry.read() {
@@ -120,15 +123,7 @@ fn show(config: &ShimConfig, entries: &[Entry], key: &str) -> u8 {
                 details(entry, &r);
             }
             Ok(_) => {}
-            // A corrupt entry may be this key's: its directory name says.
-            Err(corrupt)
-                if config.verbs.keys().any(|v| {
-                    Journal::new(&config.journal_dir, config.retention)
-                        .entry(v, key)
-                        .dir
-                        == entry.dir
-                }) =>
-            {
+            Err(corrupt) if named.iter().any(|n| n.dir == entry.dir) => {
                 found += 1;
                 println!("{corrupt}\n");
             }

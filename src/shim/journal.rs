@@ -290,9 +290,9 @@ impl Journal {
         Ok(dirs.into_iter().map(|dir| Entry { dir }).collect())
     }
 
-    /// Removes expired entries, unfinished ones abandoned longer than the retention, and stale
-    /// claims; at most once per [`GC_EVERY`] (or per retention, if shorter). Corrupt entries stay
-    /// for an operator to look at.
+    /// Removes expired entries, unfinished ones abandoned longer than the retention, stale
+    /// claims, and lock queues idle for the retention; at most once per [`GC_EVERY`] (or per
+    /// retention, if shorter). Corrupt entries stay for an operator to look at.
     pub fn collect_garbage(&self) -> io::Result<()> {
         let stamp = self.root.join("gc.stamp");
         let every = self.retention.min(GC_EVERY);
@@ -316,6 +316,7 @@ impl Journal {
                 self.expired(r) || (r.state != State::Done && r.created_ms < abandoned_before)
             })?;
         }
+        super::queue::collect_garbage(&self.locks_dir(), self.retention)?;
         if let Ok(read) = fs::read_dir(self.tmp_dir()) {
             for tmp in read.flatten() {
                 let old = tmp

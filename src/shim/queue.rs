@@ -6,12 +6,14 @@
 //! sort as numbers), and writes `next` back. A ticket's lock is held until its command has
 //! ended (by the supervisor, for a keyed call); a caller's turn comes once every lower
 //! ticket's lock has been released. A holder that dies releases its lock with it, so the
-//! queue never wedges on a crash.
+//! queue never wedges on a crash. A value's directory with no ticket left is removed once it
+//! has been idle for the retention, under the same `issue` lock.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::journal::{file_name, make_dir, write_atomically};
 
@@ -22,23 +24,80 @@ pub struct Ticket {
     pub file: File,
 }
 
+/// A directory removed by garbage collection meanwhile is made again this many times.
+const DRAW_ATTEMPTS: usize = 3;
+
 /// Takes the next place in the queue for `value`.
 pub fn draw(locks_dir: &Path, value: &str) -> io::Result<Ticket> {
     let dir = locks_dir.join(file_name(value));
-    make_dir(&dir)?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match lock_issue(&dir) {
+            Ok(Some(_issue)) => return draw_locked(&dir),
+            Ok(None) if attempt < DRAW_ATTEMPTS => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < DRAW_ATTEMPTS => {}
+            Ok(None) => return Err(io::Error::other("the queue's directory keeps vanishing")),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Locks `dir`'s `issue` file; `None` when the directory was removed while we waited.
+fn lock_issue(dir: &Path) -> io::Result<Option<File>> {
+    make_dir(dir)?;
+    let path = dir.join("issue");
     let issue = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .open(dir.join("issue"))?;
+        .open(&path)?;
     issue.lock()?;
+    Ok(same_file(&path, &issue).then_some(issue))
+}
+
+fn same_file(path: &Path, file: &File) -> bool {
+    match (fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Removes the directories of values with no ticket whose counter has not moved for `idle`.
+pub fn collect_garbage(locks_dir: &Path, idle: Duration) -> io::Result<()> {
+    let Ok(read) = fs::read_dir(locks_dir) else {
+        return Ok(());
+    };
+    for dir in read.flatten().map(|e| e.path()) {
+        let quiet = fs::metadata(dir.join("next"))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > idle));
+        if !quiet {
+            continue;
+        }
+        let Ok(issue) = File::open(dir.join("issue")) else {
+            continue;
+        };
+        if issue.try_lock().is_err() || !waiting(&dir)?.is_empty() {
+            continue;
+        }
+        // Drawers that wait on this lock see the file gone and start over.
+        fs::remove_file(dir.join("next"))?;
+        fs::remove_file(dir.join("issue"))?;
+        fs::remove_dir(&dir)?;
+    }
+    Ok(())
+}
+
+/// Draws the next ticket; the caller holds the directory's `issue` lock.
+fn draw_locked(dir: &Path) -> io::Result<Ticket> {
     let counted = fs::read_to_string(dir.join("next"))
         .ok()
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or(1);
     // The counter is not fsynced: after a crash it may lag, and live tickets still rank first.
-    let number = counted.max(waiting(&dir)?.last().map_or(1, |(n, _)| n + 1));
+    let number = counted.max(waiting(dir)?.last().map_or(1, |(n, _)| n + 1));
     let path = dir.join(ticket_name(number));
     let file = OpenOptions::new()
         .write(true)
@@ -46,7 +105,7 @@ pub fn draw(locks_dir: &Path, value: &str) -> io::Result<Ticket> {
         .mode(0o600)
         .open(&path)?;
     file.lock()?;
-    write_atomically(&dir, "next", (number + 1).to_string().as_bytes())?;
+    write_atomically(dir, "next", (number + 1).to_string().as_bytes())?;
     Ok(Ticket { number, path, file })
 }
 
@@ -127,6 +186,23 @@ mod tests {
         drop(first);
         // ...and goes once it is released.
         rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn idle_queues_are_removed_and_drawing_again_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = draw(dir.path(), "busy").unwrap();
+        let done = draw(dir.path(), "idle").unwrap();
+        release(&done.path);
+        drop(done);
+        collect_garbage(dir.path(), Duration::ZERO).unwrap();
+        assert!(!dir.path().join("idle").exists());
+        assert!(
+            dir.path().join("busy").exists(),
+            "a queue with a ticket was removed"
+        );
+        assert_eq!(draw(dir.path(), "idle").unwrap().number, 1);
+        drop(held);
     }
 
     #[test]
