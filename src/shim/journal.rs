@@ -51,9 +51,9 @@ impl State {
     }
 }
 
-/// `entry.json`. Never the arguments or stdin: their digest and size only.
+/// `entry.json`. Never the arguments or stdin: their digest and size only. Unknown fields are
+/// ignored, so an older shim still reads a newer one's entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Record {
     pub verb: String,
     pub key: String,
