@@ -325,3 +325,24 @@ fn the_operator_finds_a_turn_by_uuid_and_checks_the_config() {
     assert_eq!(check.status.code(), Some(0), "{check:?}");
     assert!(text(&check.stdout).contains("is valid"));
 }
+
+#[test]
+fn a_plain_verb_runs_in_place_with_the_callers_exit_status() {
+    let laptop = Laptop::start();
+    let out = laptop.ssh("exit 7", b"");
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    let out = laptop.ssh("health", b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        laptop.runs().iter().filter(|r| r.event == "start").count(),
+        2
+    );
+    // The shim became the command, so its audit line (written as it started) has no status.
+    let audit = laptop.audit();
+    assert_eq!(audit.len(), 2);
+    for line in &audit {
+        assert_eq!(line["outcome"], "ran", "{line}");
+        assert!(line["exit_status"].is_null(), "{line}");
+    }
+    assert_eq!(audit[0]["verb"], "exit");
+}

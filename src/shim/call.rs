@@ -1,8 +1,10 @@
-//! One invocation by sshd: load the config, check `SSH_ORIGINAL_COMMAND`, run the verb (plainly,
-//! or through the journal when it has a `key_arg`), write the audit line, exit with the
-//! command's status, or 2 with one `tether shim: …` line when refused.
+//! One invocation by sshd: load the config, check `SSH_ORIGINAL_COMMAND`, run the verb (in
+//! place of this process when there is nothing to wait for, as a child, or through the journal
+//! when it has a `key_arg`), write the audit line, exit with the command's status, or 2 with
+//! one `tether shim: …` line when refused.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
@@ -51,6 +53,16 @@ impl Report {
             outcome,
             exit_status: record.exit_status,
             reason: record.timed_out.then(|| TIMED_OUT.to_string()),
+            tell: false,
+        }
+    }
+
+    /// A plain command this process became: how it ends is the caller's to see.
+    fn ended_elsewhere() -> Report {
+        Report {
+            outcome: Outcome::Ran,
+            exit_status: None,
+            reason: None,
             tell: false,
         }
     }
@@ -151,6 +163,10 @@ pub fn run(config_path: &Path) -> u8 {
         Err(reason) => return finish(audit_log, &seen, Report::refused(reason)),
     };
     seen.stdin_bytes = stdin.as_ref().map_or(0, Vec::len);
+    let verb = request.verb;
+    if verb.key_arg.is_none() && verb.lock_arg.is_none() && verb.timeout.is_none() && !verb.stdin {
+        return hand_over(&request, |report| finish(audit_log, &seen, report));
+    }
     let journal = Journal::new(&config.journal_dir, config.retention);
     let report = match request.key() {
         Some(key) => keyed::run(&journal, &request, key, stdin),
@@ -174,6 +190,28 @@ fn read_stdin(request: &Request) -> Result<Option<Vec<u8>>, String> {
         return Err(format!("stdin is over {MAX_STDIN} bytes"));
     }
     Ok(Some(bytes))
+}
+
+/// A plain verb with nothing to wait for (no lock, timeout or stdin) becomes the command:
+/// one process less per call. Its audit line is written as it starts, so its exit status
+/// there is null (the caller gets it from the command itself). Returns only if that fails.
+fn hand_over(request: &Request, audit: impl FnOnce(Report) -> u8) -> u8 {
+    let exec = &request.verb.exec;
+    let cannot = |e: std::io::Error| Report {
+        outcome: Outcome::Ran,
+        exit_status: Some(process::not_started(&e)),
+        reason: Some(format!("cannot run {}: {e}", exec.program().display())),
+        tell: true,
+    };
+    if let Err(e) = process::executable(exec.program()) {
+        return audit(cannot(e));
+    }
+    audit(Report::ended_elsewhere());
+    let e = Command::new(exec.program())
+        .args(exec.args(&request.args))
+        .exec();
+    eprintln!("tether shim: cannot run {}: {e}", exec.program().display());
+    cannot(e).exit_code()
 }
 
 /// A verb without `key_arg`: runs with the caller's stdout and stderr, after its turn when it

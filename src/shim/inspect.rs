@@ -2,7 +2,6 @@
 //! usable here?) and `tether shim --journal [KEY]` (what happened to a call?).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use time::OffsetDateTime;
@@ -10,6 +9,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::config::{self, ShimConfig};
 use super::journal::{Entry, Journal, Record};
+use super::process;
 
 /// sysexits' EX_CONFIG, as `tether serve` uses for an invalid config.
 pub const EXIT_CONFIG: u8 = 78;
@@ -24,13 +24,8 @@ pub fn check(path: &Path) -> u8 {
     let mut problems = Vec::new();
     for (name, verb) in &config.verbs {
         let program = verb.exec.program();
-        match fs::metadata(program) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
-            Ok(_) => problems.push(format!(
-                "verbs.{name}.exec: {} is not an executable file",
-                program.display()
-            )),
-            Err(e) => problems.push(format!("verbs.{name}.exec: {}: {e}", program.display())),
+        if let Err(e) = process::executable(program) {
+            problems.push(format!("verbs.{name}.exec: {}: {e}", program.display()));
         }
     }
     if fs::metadata(&config.journal_dir).is_ok_and(|m| !m.is_dir()) {

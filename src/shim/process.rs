@@ -3,7 +3,9 @@
 //! after signal N).
 
 use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -69,6 +71,19 @@ pub fn run(
         signal,
         timed_out,
     })
+}
+
+/// Whether `path` is a file with an execute bit (what `--check` and a hand-over look for).
+pub fn executable(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not an executable file",
+        ))
+    }
 }
 
 /// The status a shell gives a command it could not start: 127 when not found, else 126.
