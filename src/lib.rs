@@ -14,8 +14,9 @@
 //! - [`http`], [`rpc`], [`admin`], [`status_page`]: the Unix-socket RPC and the admin port.
 //! - [`sidecar`]: what the servers share, and the drain flags.
 //! - [`shutdown`]: signals; [`cli`]: the `call`, `check` and `config` commands.
-//! - [`demo`]: `tether demo`, a loopback SSH server with a built-in shim behind the real sidecar.
+//! - [`demo`]: `tether demo`, a loopback SSH server running the real shim behind the real sidecar.
 //! - [`doctor`]: `tether doctor`, the operator's preflight against the real remote.
+//! - [`shim`]: `tether shim`, the laptop half: sshd's forced command, exactly-once keyed calls.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -31,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod rpc;
+pub mod shim;
 pub mod shutdown;
 pub mod sidecar;
 pub mod ssh;

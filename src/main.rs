@@ -45,27 +45,45 @@ enum Command {
     /// command, MaxSessions, latency. Exit 0 when nothing failed, 1 otherwise, 78 for an
     /// invalid config.
     Doctor(tether::doctor::DoctorArgs),
-    /// Try tether with nothing else: a throwaway SSH server with a built-in shim on
-    /// loopback, and the real sidecar in front of it. Prints commands to paste.
+    /// Try tether with nothing else: a throwaway SSH server on loopback running the real
+    /// shim, and the real sidecar in front of it. Prints commands to paste.
     Demo(tether::demo::DemoArgs),
+    /// The laptop half, run by sshd as the forced command: runs allowlisted verbs, and a keyed
+    /// call exactly once (docs/shim.md).
+    Shim(tether::shim::ShimArgs),
+    /// The demo's stand-in for the assistant, run by the demo's shim.
+    #[command(hide = true)]
+    DemoAssistant { words: Vec<String> },
 }
 
 fn main() -> ExitCode {
+    // The shim starts on every remote call: it parses only its own arguments (building the
+    // whole CLI costs a third of its own start-up) and needs no runtime.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "shim") {
+        let args = tether::shim::ShimArgs::parse_from(std::env::args_os().skip(1));
+        return ExitCode::from(tether::shim::main(args));
+    }
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Shim(args) => return ExitCode::from(tether::shim::main(args)),
+        Command::DemoAssistant { words } => return tether::demo::assistant::main(&words),
+        command => command,
+    };
     // The sidecar wants every core; a one-shot client command starts faster on one thread.
-    let mut builder = match cli.command {
+    let mut builder = match command {
         Command::Serve { .. } | Command::Demo(_) => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = builder.enable_all().build().expect("tokio runtime");
     runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve { config } => serve(config).await,
             Command::Call(args) => ExitCode::from(call::run(args).await as u8),
             Command::Check(args) => ExitCode::from(check::run(args).await as u8),
             Command::Config { config } => show_config(config),
             Command::Demo(args) => demo(args).await,
             Command::Doctor(args) => ExitCode::from(tether::doctor::run(args).await),
+            Command::Shim(_) | Command::DemoAssistant { .. } => unreachable!("handled above"),
         }
     })
 }

@@ -9,7 +9,8 @@ use common::demo::{DEMO_TARGET, Demo};
 use common::http;
 use common::tether::{CliOutput, run_cli};
 use nix::sys::signal::Signal;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::path::Path;
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
@@ -108,4 +109,54 @@ fn demo_serves_the_seed_verbs_and_drains_on_sigterm() {
     let exit = demo.wait_exit();
     assert_eq!(exit.code(), Some(0), "{exit:?}");
     assert!(!demo.socket().exists(), "the socket file is still there");
+}
+
+#[test]
+fn the_demo_sends_one_turn_twice_and_its_shim_runs_it_once() {
+    let demo = Demo::start();
+    let banner = demo.banner();
+    let shim_config = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("shim     "))
+        .unwrap_or_else(|| panic!("no shim config in {banner}"))
+        .trim_matches('\'')
+        .to_string();
+    // The banner sends its turn twice: once over the socket, once through the CLI.
+    let printed = banner
+        .split("run-turn demo-session ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no CLI turn in {banner}"));
+    assert!(uuid::Uuid::parse_str(printed).is_ok(), "{printed}");
+    let curl = format!(r#""args":["demo-session","{printed}","#);
+    assert!(banner.contains(&curl), "{banner}");
+    assert!(banner.contains(&format!("--journal {printed}")), "{banner}");
+
+    let turn = "6f1c2d3e-0a4b-4c5d-9e8f-112233445566";
+    let said = "zweimal gesendet, einmal gelaufen";
+    let first = demo.call("run-turn", &["demo-session", turn, &b64(said)]);
+    let again = demo.call("run-turn", &["demo-session", turn, &b64(said)]);
+    assert_eq!(first.0, 200, "{}", first.1);
+    assert_eq!(again.1["stdout"], reply(said));
+    assert_eq!(first.1["stdout"], again.1["stdout"]);
+
+    let audit_path = Path::new(&shim_config).with_file_name("audit.jsonl");
+    let audit = std::fs::read_to_string(&audit_path).unwrap();
+    let outcomes: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["key"] == turn)
+        .map(|l| l["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, ["ran", "replayed"], "{audit}");
+    let journal = run_cli(
+        &["shim", "--config", &shim_config, "--journal", turn],
+        &[],
+        None,
+    );
+    let shown = &journal.stdout;
+    assert!(
+        shown.contains("state   done") && shown.contains("lock    demo-session"),
+        "{shown}"
+    );
 }

@@ -1,5 +1,6 @@
 //! What `tether demo` prints on stdout once its socket listens: where things are, and
-//! commands ready to paste (curl on the socket, `tether call`, the admin URLs).
+//! commands ready to paste (curl on the socket, `tether call`, the same turn sent twice, the
+//! shim's journal and audit log, the admin URLs).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use base64::Engine;
 use tokio_util::sync::CancellationToken;
 
 use super::SESSION;
+use super::laptop::Laptop;
 
 /// The example turn's message: not ASCII, to show it round-trips through base64 intact.
 const MESSAGE: &str = "Grüß dich, tether!";
@@ -19,13 +21,17 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct Banner {
     socket: PathBuf,
     admin_addr: String,
+    shim_config: PathBuf,
+    audit_log: PathBuf,
 }
 
 impl Banner {
-    pub fn new(socket: &Path, admin_addr: &str) -> Self {
+    pub fn new(socket: &Path, admin_addr: &str, laptop: &Laptop) -> Self {
         Banner {
             socket: socket.to_path_buf(),
             admin_addr: admin_addr.to_string(),
+            shim_config: laptop.config.clone(),
+            audit_log: laptop.audit_log.clone(),
         }
     }
 
@@ -37,19 +43,28 @@ impl Banner {
         let turn = uuid::Uuid::new_v4();
         let msg = base64::engine::general_purpose::STANDARD.encode(MESSAGE);
         let body = format!(r#"{{"verb":"run-turn","args":["{SESSION}","{turn}","{msg}"]}}"#);
+        let shim = sh_quote(&self.shim_config.to_string_lossy());
+        let audit = sh_quote(&self.audit_log.to_string_lossy());
         let mut out = format!(
             "\n\
-             tether demo is running: a throwaway SSH server with a built-in shim on loopback,\n\
-             and the real sidecar in front of it. Ctrl-C stops it.\n\
+             tether demo is running: a throwaway SSH server on loopback whose forced command is\n\
+             the real `tether shim`, and the real sidecar in front of it. Ctrl-C stops it.\n\
              \n\
              \x20 socket   {sock}\n\
+             \x20 shim     {shim}\n\
              \n\
              A turn over the socket (the message is base64 of \"{MESSAGE}\"):\n\
              \x20 curl -s --unix-socket {sock} http://tether/v1/call -d '{body}'\n\
              \n\
-             The same through the CLI, which stands in for `ssh laptop run-turn …`:\n\
+             The same turn again, through the CLI, which stands in for `ssh laptop run-turn …`.\n\
+             Same uuid: the shim replays the first answer and the assistant does not run again:\n\
              \x20 {tether} call --socket {sock} run-turn {SESSION} {turn} {msg}\n\
              \x20 {tether} call --socket {sock} health {SESSION}\n\
+             \n\
+             What the laptop recorded: the turn in the shim's journal, and the audit log\n\
+             (\"ran\", then \"replayed\"):\n\
+             \x20 {tether} shim --config {shim} --journal {turn}\n\
+             \x20 tail -n 4 {audit}\n\
              \n\
              Health, from the cache (never touches the network):\n\
              \x20 curl -s --unix-socket {sock} http://tether/v1/health\n"

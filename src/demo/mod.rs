@@ -1,13 +1,17 @@
-//! `tether demo`: the real sidecar doing its real job, with no laptop needed.
+//! `tether demo`: the real sidecar and the real shim doing their real jobs, with no laptop
+//! needed.
 //!
-//! One process runs a throwaway SSH server on a loopback port ([`server`], with the built-in
-//! [`shim`]) and, in front of it, the same code path as `tether serve` ([`crate::run`]), pinned
-//! to that server's host key. Both keys are generated at start and live only in memory.
-//! Once the socket listens, [`banner`] prints commands ready to paste.
+//! One process runs a throwaway SSH server on a loopback port ([`server`]) whose forced
+//! command is this binary's `tether shim` with a config in a temporary directory ([`laptop`]),
+//! running the stand-in [`assistant`] for each verb; in front of it, the same code path as
+//! `tether serve` ([`crate::run`]), pinned to that server's host key. Both keys are generated
+//! at start and live only in memory. Once the socket listens, [`banner`] prints commands ready
+//! to paste.
 
+pub mod assistant;
 mod banner;
+mod laptop;
 mod server;
-pub mod shim;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,11 +50,13 @@ pub struct DemoArgs {
 pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let host_key = fresh_key()?;
     let client_key = fresh_key()?;
+    let laptop = laptop::Laptop::create(fresh_dir("laptop")?)?;
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     let ssh = server::start(
         host_key.clone(),
         client_key.public_key().clone(),
+        laptop.forced_command(),
         &tracker,
         cancel.clone(),
     )
@@ -59,7 +65,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     let (socket, made_dir) = match args.socket {
         Some(path) => (path, None),
         None => {
-            let dir = fresh_dir()?;
+            let dir = fresh_dir("sock")?;
             (dir.join("tether.sock"), Some(dir))
         }
     };
@@ -67,8 +73,8 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     let config = demo_config(ssh, &host_key, &client_key, &socket, &admin_addr)?;
     let loaded = config::validate(config)
         .map_err(|e| StartError(format!("the demo's config is invalid (a bug): {e}")))?;
-    tracing::info!(ssh = %ssh, "demo SSH server listening (ephemeral keys, built-in shim)");
-    let page = banner::Banner::new(&socket, &admin_addr);
+    tracing::info!(ssh = %ssh, shim = %laptop.config.display(), "demo SSH server listening (ephemeral keys, the real shim)");
+    let page = banner::Banner::new(&socket, &admin_addr, &laptop);
     tracker.spawn(banner::print_when_listening(page, cancel.clone()));
 
     let result = crate::run(loaded, shutdown).await;
@@ -84,6 +90,7 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(dir) = made_dir {
         let _ = std::fs::remove_dir(dir);
     }
+    laptop.remove();
     result
 }
 
@@ -92,11 +99,11 @@ fn fresh_key() -> Result<PrivateKey, StartError> {
         .map_err(|e| StartError(format!("cannot generate an ed25519 key: {e}")))
 }
 
-/// A new private directory under the system's temp dir, for the socket.
-fn fresh_dir() -> Result<PathBuf, StartError> {
+/// A new private directory under the system's temp dir.
+fn fresh_dir(what: &str) -> Result<PathBuf, StartError> {
     use std::os::unix::fs::DirBuilderExt;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let dir = std::env::temp_dir().join(format!("tether-demo-{}", &id[..8]));
+    let dir = std::env::temp_dir().join(format!("tether-demo-{what}-{}", &id[..8]));
     std::fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)

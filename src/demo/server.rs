@@ -1,14 +1,19 @@
 //! The demo's SSH server (russh's server side) on a loopback port. It behaves like the
 //! laptop's `authorized_keys` line with a forced command: one client key only, session
 //! channels only, exec requests only (no pty, shell, subsystem, env or forwarding), each run
-//! through the built-in [`shim`](super::shim).
+//! as sshd runs a forced command: the [`ForcedCommand`] (the real `tether shim`) with the
+//! request in `SSH_ORIGINAL_COMMAND`.
 //!
-//! A command runs once the client has sent EOF on its stdin (tether always does); its output,
-//! exit status, EOF and close go back through the session [`Handle`] from a tracked task, so
-//! one connection serves many channels at once.
+//! A command starts once the client has sent EOF on its stdin (tether always does); its
+//! output is passed on as it comes, then its exit status, EOF and close, through the session
+//! [`Handle`] from a tracked task, so one connection serves many channels at once.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,25 +22,35 @@ use russh::server::{
     Auth, Config, Handle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::shim;
-
 /// Channels one connection may have open at once (OpenSSH's MaxSessions is 10).
 const MAX_CHANNELS: usize = 64;
 /// Stdin kept per command; the seed verbs take none, so this only bounds memory.
 const MAX_STDIN: usize = 1 << 20;
+/// Output is passed on in chunks of at most this many bytes.
+const CHUNK: usize = 32 * 1024;
+
+/// What runs every exec request, as an `authorized_keys` `command="…"` would.
+#[derive(Debug, Clone)]
+pub struct ForcedCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
 /// How long a session gets to say goodbye when the server stops.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
 /// Binds 127.0.0.1 on a free port and serves SSH there until `cancel` fires. Only
-/// `client_key` may log in (as any user); the server presents `host_key`.
+/// `client_key` may log in (as any user); the server presents `host_key`; every exec request
+/// runs `forced`.
 pub async fn start(
     host_key: PrivateKey,
     client_key: PublicKey,
+    forced: ForcedCommand,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
@@ -55,6 +70,7 @@ pub async fn start(
         listener,
         config,
         Arc::new(client_key),
+        Arc::new(forced),
         tracker.clone(),
         cancel,
     );
@@ -66,9 +82,11 @@ async fn accept_loop(
     listener: TcpListener,
     config: Arc<Config>,
     client_key: Arc<PublicKey>,
+    forced: Arc<ForcedCommand>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 ) {
+    let local_port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let (tcp, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -83,6 +101,8 @@ async fn accept_loop(
         };
         let handler = Connection {
             client_key: client_key.clone(),
+            forced: forced.clone(),
+            ssh_client: format!("{} {} {local_port}", peer.ip(), peer.port()),
             channels: HashMap::new(),
             tracker: tracker.clone(),
             cancel: cancel.clone(),
@@ -131,6 +151,9 @@ async fn serve(
 /// One client connection: its login check and the channels it has open.
 struct Connection {
     client_key: Arc<PublicKey>,
+    forced: Arc<ForcedCommand>,
+    /// `SSH_CLIENT` for the forced command: "ADDRESS PORT LOCAL_PORT".
+    ssh_client: String,
     channels: HashMap<ChannelId, Pending>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -168,12 +191,17 @@ impl Connection {
         };
         p.started = true;
         let stdin = std::mem::take(&mut p.stdin);
-        let handle = session.handle();
+        let run = Run {
+            handle: session.handle(),
+            channel,
+            forced: self.forced.clone(),
+            ssh_client: self.ssh_client.clone(),
+        };
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = execute(handle, channel, line, stdin) => {}
+                _ = run.execute(line, stdin) => {}
             }
         });
     }
@@ -190,21 +218,76 @@ impl Connection {
     }
 }
 
-/// Runs the shim and sends what it produced, like a process exiting: output, exit status,
-/// EOF, close. Errors mean the client went away; there is nobody left to tell.
-async fn execute(handle: Handle, channel: ChannelId, line: String, stdin: Vec<u8>) {
-    let out = shim::run(&line, &stdin);
-    let verb = line.split_whitespace().next().unwrap_or_default();
-    tracing::debug!(verb, status = out.status, "demo shim ran");
-    if !out.stdout.is_empty() && handle.data(channel, out.stdout).await.is_err() {
-        return;
+/// One exec request on its way: where its output goes and what runs it.
+struct Run {
+    handle: Handle,
+    channel: ChannelId,
+    forced: Arc<ForcedCommand>,
+    ssh_client: String,
+}
+
+impl Run {
+    /// Runs the forced command with `line` as `SSH_ORIGINAL_COMMAND` and sends what it writes
+    /// as it comes, then its exit status, EOF and close, like sshd. Send errors mean the
+    /// client went away: the command then sees its pipes close, as on a dropped SSH channel.
+    async fn execute(self, line: String, stdin: Vec<u8>) {
+        let spawned = tokio::process::Command::new(&self.forced.program)
+            .args(&self.forced.args)
+            .env("SSH_ORIGINAL_COMMAND", &line)
+            .env("SSH_CLIENT", &self.ssh_client)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                let message = format!("demo server: cannot run the shim: {e}\n");
+                let _ = self.handle.extended_data(self.channel, 1, message).await;
+                return self.end(127).await;
+            }
+        };
+        let feed = async {
+            if let Some(mut pipe) = child.stdin.take() {
+                let _ = pipe.write_all(&stdin).await;
+            }
+        };
+        let out = self.forward(child.stdout.take(), None);
+        let err = self.forward(child.stderr.take(), Some(1));
+        tokio::join!(feed, out, err);
+        let status = match child.wait().await {
+            Ok(status) => status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(255),
+            Err(_) => 255,
+        };
+        let verb = line.split(' ').next().unwrap_or_default();
+        tracing::debug!(verb, status, "demo shim ran");
+        self.end(u32::try_from(status).unwrap_or(255)).await;
     }
-    if !out.stderr.is_empty() && handle.extended_data(channel, 1, out.stderr).await.is_err() {
-        return;
+
+    /// Passes one of the command's outputs on: stdout, or extended data `ext` (1 is stderr).
+    async fn forward(&self, pipe: Option<impl AsyncRead + Unpin>, ext: Option<u32>) {
+        let Some(mut pipe) = pipe else { return };
+        let mut buf = vec![0; CHUNK];
+        while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+            let chunk = buf[..n].to_vec();
+            let sent = match ext {
+                None => self.handle.data(self.channel, chunk).await,
+                Some(ext) => self.handle.extended_data(self.channel, ext, chunk).await,
+            };
+            if sent.is_err() {
+                return;
+            }
+        }
     }
-    let _ = handle.exit_status_request(channel, out.status).await;
-    let _ = handle.eof(channel).await;
-    let _ = handle.close(channel).await;
+
+    async fn end(&self, status: u32) {
+        let _ = self.handle.exit_status_request(self.channel, status).await;
+        let _ = self.handle.eof(self.channel).await;
+        let _ = self.handle.close(self.channel).await;
+    }
 }
 
 impl Handler for Connection {
@@ -428,9 +511,27 @@ mod tests {
     async fn only_our_key_and_only_exec() {
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
         let ours = key();
-        let addr = start(key(), ours.public_key().clone(), &tracker, cancel.clone())
-            .await
-            .unwrap();
+        // A stand-in for the shim: answers `reset s1`, refuses the rest.
+        let forced = ForcedCommand {
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                r#"case "$SSH_ORIGINAL_COMMAND" in
+                     "reset s1") echo "reset s1" ;;
+                     *) echo "unknown verb" >&2; exit 2 ;;
+                   esac"#
+                    .into(),
+            ],
+        };
+        let addr = start(
+            key(),
+            ours.public_key().clone(),
+            forced,
+            &tracker,
+            cancel.clone(),
+        )
+        .await
+        .unwrap();
 
         let (_, accepted) = login(addr, key()).await;
         assert!(!accepted, "a stranger's key got in");

@@ -15,6 +15,8 @@
 //! - [`ports`]: free ports, and ports where nothing listens.
 //! - [`proxy`]: a loopback TCP proxy that adds latency, black-holes traffic or cuts connections.
 //! - [`procs`]: signalling process trees through /proc (freeze, thaw, kill).
+//! - [`shim_fixture`]: a laptop whose forced command is the real `tether shim`, with a verb
+//!   program that logs every run.
 //!
 //! Every fixture owns its temp dir and port; there is no shared mutable state, so tests can run
 //! in parallel threads. Waiting is always polling against a deadline ([`wait_until`]).
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod ports;
 pub mod procs;
 pub mod proxy;
+pub mod shim_fixture;
 pub mod sshd;
 pub mod tether;
 

@@ -33,6 +33,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SshdBuilder {
     max_sessions: Option<u32>,
     max_startups: Option<String>,
+    forced_command: Option<String>,
     extra: Vec<String>,
 }
 
@@ -46,6 +47,12 @@ impl SshdBuilder {
     /// `MaxStartups`, e.g. "10:30:100" (the OpenSSH default) or "1".
     pub fn max_startups(mut self, spec: &str) -> Self {
         self.max_startups = Some(spec.to_string());
+        self
+    }
+
+    /// The `command="…"` of every authorized key, instead of the test shim (`shim.sh`).
+    pub fn forced_command(mut self, command: &str) -> Self {
+        self.forced_command = Some(command.to_string());
         self
     }
 
@@ -99,11 +106,12 @@ impl Sshd {
         let shim = d.join("shim.sh");
         fs::write(&shim, SHIM).expect("write shim");
         fs::set_permissions(&shim, fs::Permissions::from_mode(0o755)).expect("chmod shim");
+        let command = options.forced_command.clone().unwrap_or_else(|| {
+            format!("{} {}", shim.display(), d.join("invocations.log").display())
+        });
         let restrictions = format!(
-            "command=\"{} {}\",from=\"127.0.0.1\",no-pty,no-port-forwarding,\
-             no-agent-forwarding,no-X11-forwarding,no-user-rc",
-            shim.display(),
-            d.join("invocations.log").display()
+            "command=\"{command}\",from=\"127.0.0.1\",no-pty,no-port-forwarding,\
+             no-agent-forwarding,no-X11-forwarding,no-user-rc"
         );
         let authorized = format!("{restrictions} {}\n", ed25519.public_key);
         fs::write(d.join("authorized_keys"), authorized).expect("write authorized_keys");

@@ -1,12 +1,17 @@
-//! The demo's built-in shim: what the forced command on the laptop would do, as a pure
-//! function from a command line and its stdin to stdout, stderr and an exit status.
+//! The demo's stand-in for the assistant on the laptop (`paliadin-shim` in production): the
+//! program the demo's real `tether shim` runs for each verb, as `tether demo-assistant VERB
+//! ARG…`. [`run`] is a pure function from the words to stdout, stderr and an exit
+//! status.
 //!
 //! It knows the seed verbs (`health <session>`, `run-turn <session> <uuid> <msg-base64>`,
-//! `reset <session>`); anything else exits 2 with a message on stderr, as the real shim does.
+//! `reset <session>`); anything else exits 2 with a message on stderr.
+
+use std::io::Write;
+use std::process::ExitCode;
 
 use base64::Engine;
 
-/// The exit status of a command the shim does not understand.
+/// The exit status of a command the assistant does not understand.
 pub const USAGE: u32 = 2;
 
 /// What one run of the shim produced.
@@ -35,10 +40,17 @@ impl Output {
     }
 }
 
-/// Runs one command line. The seed verbs take no stdin; it is accepted and ignored.
-pub fn run(line: &str, _stdin: &[u8]) -> Output {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    match words.as_slice() {
+/// `tether demo-assistant VERB ARG…`: prints what [`run`] says and exits with its status.
+pub fn main(words: &[String]) -> ExitCode {
+    let out = run(&words.iter().map(String::as_str).collect::<Vec<_>>());
+    let _ = std::io::stdout().write_all(&out.stdout);
+    let _ = std::io::stderr().write_all(&out.stderr);
+    ExitCode::from(u8::try_from(out.status).unwrap_or(u8::MAX))
+}
+
+/// Runs one command. The seed verbs take no stdin.
+pub fn run(words: &[&str]) -> Output {
+    match words {
         ["health", _session] => Output::ok("ok\n".into()),
         ["health", ..] => usage("health <session>"),
         ["run-turn", session, turn, message] => run_turn(session, turn, message),
@@ -79,25 +91,30 @@ mod tests {
 
     #[test]
     fn seed_verbs_answer() {
-        assert_eq!(stdout(&run("health s1", b"")), "ok\n");
-        assert_eq!(stdout(&run("reset s1", b"")), "reset s1\n");
+        assert_eq!(stdout(&run(&["health", "s1"])), "ok\n");
+        assert_eq!(stdout(&run(&["reset", "s1"])), "reset s1\n");
         let turn = uuid::Uuid::new_v4().to_string();
-        let out = run(&format!("run-turn s1 {turn} {}", b64("Grüß dich")), b"");
+        let out = run(&["run-turn", "s1", &turn, &b64("Grüß dich")]);
         assert_eq!(out.status, 0);
         assert_eq!(stdout(&out), "paliadin (demo): you said \"Grüß dich\"\n");
     }
 
     #[test]
     fn anything_else_exits_2_with_a_reason() {
-        let unknown = run("sleep 10", b"");
+        let unknown = run(&["sleep", "10"]);
         assert_eq!(unknown.status, USAGE);
         assert_eq!(unknown.stderr, b"unknown verb: sleep\n");
-        for line in ["", "health", "reset a b", "run-turn s1 not-a-uuid aGk="] {
-            let out = run(line, b"");
-            assert_eq!(out.status, USAGE, "{line:?}");
-            assert!(out.stdout.is_empty() && !out.stderr.is_empty(), "{line:?}");
+        for words in [
+            &[][..],
+            &["health"],
+            &["reset", "a", "b"],
+            &["run-turn", "s1", "not-a-uuid", "aGk="],
+        ] {
+            let out = run(words);
+            assert_eq!(out.status, USAGE, "{words:?}");
+            assert!(out.stdout.is_empty() && !out.stderr.is_empty(), "{words:?}");
         }
         let turn = uuid::Uuid::new_v4().to_string();
-        assert_eq!(run(&format!("run-turn s {turn} %%%"), b"").status, USAGE);
+        assert_eq!(run(&["run-turn", "s", &turn, "%%%"]).status, USAGE);
     }
 }

@@ -1,0 +1,156 @@
+//! The caller's request: `SSH_ORIGINAL_COMMAND` split on spaces, never through a shell, each
+//! word checked against the same charset and limits as tether's arguments.
+
+use std::ffi::OsStr;
+
+use super::config::{ShimConfig, Verb};
+use crate::args::{MAX_COMMAND_BYTES, check_arg};
+
+/// A request that passed every check: an allowed verb with the right number of good arguments.
+#[derive(Debug)]
+pub struct Request<'c> {
+    pub name: String,
+    pub verb: &'c Verb,
+    pub args: Vec<String>,
+}
+
+impl Request<'_> {
+    /// The value of the verb's `key_arg`, if it has one.
+    pub fn key(&self) -> Option<&str> {
+        self.verb.key_arg.map(|i| self.args[i - 1].as_str())
+    }
+
+    /// The value of the verb's `lock_arg`, if it has one.
+    pub fn lock(&self) -> Option<&str> {
+        self.verb.lock_arg.map(|i| self.args[i - 1].as_str())
+    }
+
+    /// Bytes of all arguments together (the audit records sizes, not content).
+    pub fn args_bytes(&self) -> usize {
+        self.args.iter().map(String::len).sum()
+    }
+}
+
+/// Why a request was refused, and the verb name when it was a good one (for the audit).
+#[derive(Debug)]
+pub struct Refusal {
+    pub verb: Option<String>,
+    pub reason: String,
+}
+
+/// Checks `command` (the value of `SSH_ORIGINAL_COMMAND`) against the config.
+pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Request<'c>, Refusal> {
+    let refuse = |verb: Option<&str>, reason: String| Refusal {
+        verb: verb.map(str::to_string),
+        reason,
+    };
+    let command = command.ok_or_else(|| {
+        refuse(
+            None,
+            "no SSH_ORIGINAL_COMMAND: run me as sshd's forced command, with a verb".into(),
+        )
+    })?;
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(refuse(
+            None,
+            format!("the command line is over {MAX_COMMAND_BYTES} bytes"),
+        ));
+    }
+    let line = command
+        .to_str()
+        .ok_or_else(|| refuse(None, "the command line is not UTF-8".into()))?;
+    let mut words = line.split(' ').filter(|w| !w.is_empty());
+    let name = words
+        .next()
+        .ok_or_else(|| refuse(None, "no verb was given".into()))?;
+    check_arg(name).map_err(|e| refuse(None, format!("the verb: {e}")))?;
+    let verb = config
+        .verbs
+        .get(name)
+        .ok_or_else(|| refuse(Some(name), format!("unknown verb {name:?}")))?;
+    let args: Vec<String> = words.map(str::to_string).collect();
+    for (i, arg) in args.iter().enumerate() {
+        check_arg(arg).map_err(|e| refuse(Some(name), format!("argument {}: {e}", i + 1)))?;
+    }
+    if !(verb.min_args..=verb.max_args).contains(&args.len()) {
+        let wanted = if verb.min_args == verb.max_args {
+            format!("{}", verb.min_args)
+        } else {
+            format!("{} to {}", verb.min_args, verb.max_args)
+        };
+        return Err(refuse(
+            Some(name),
+            format!("{name} takes {wanted} arguments, got {}", args.len()),
+        ));
+    }
+    Ok(Request {
+        name: name.to_string(),
+        verb,
+        args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shim::template::Template;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn config() -> ShimConfig {
+        let verb = |min, max, key| Verb {
+            exec: Template::parse(&["/bin/true".to_string()]).unwrap(),
+            min_args: min,
+            max_args: max,
+            key_arg: key,
+            lock_arg: None,
+            stdin: false,
+            timeout: None,
+        };
+        ShimConfig {
+            journal_dir: PathBuf::from("/j"),
+            audit_log: None,
+            retention: Duration::from_secs(1),
+            verbs: BTreeMap::from([
+                ("run-turn".to_string(), verb(3, 3, Some(2))),
+                ("health".to_string(), verb(0, 1, None)),
+            ]),
+        }
+    }
+
+    fn reason(line: &str) -> String {
+        parse(Some(OsStr::new(line)), &config()).unwrap_err().reason
+    }
+
+    #[test]
+    fn good_requests_pass() {
+        let config = config();
+        let r = parse(Some(OsStr::new("run-turn s1 u-1 aGk=")), &config).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key(), r.lock()),
+            ("run-turn", Some("u-1"), None)
+        );
+        assert_eq!(r.args_bytes(), 2 + 3 + 4);
+        let r = parse(Some(OsStr::new("health")), &config).unwrap();
+        assert!(r.args.is_empty());
+    }
+
+    #[test]
+    fn refusals_say_why_without_echoing_content() {
+        assert!(reason("rm -rf /").starts_with("unknown verb \"rm\""));
+        assert!(reason("health a b").contains("takes 0 to 1 arguments, got 2"));
+        assert!(reason("run-turn s1 u1").contains("takes 3 arguments, got 2"));
+        let bad = reason("run-turn s1 $(id) x");
+        assert!(bad.starts_with("argument 2: byte 0"), "{bad}");
+        assert!(!bad.contains("$("), "{bad}");
+        assert!(reason("").contains("no verb"));
+        assert!(reason("he\tlth").starts_with("the verb:"));
+        assert!(
+            parse(None, &config())
+                .unwrap_err()
+                .reason
+                .contains("SSH_ORIGINAL_COMMAND")
+        );
+    }
+}
