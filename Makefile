@@ -1,7 +1,7 @@
 # Developer and CI entry points. CI runs .ci/run, which runs `make test`.
 CARGO ?= cargo
 
-.PHONY: test fmt lint demo bench test-deps deploy-check go-test image
+.PHONY: test fmt lint demo bench bench-shim test-deps deploy-check go-test image
 
 ## test: install what the integration tests need, then fmt check, clippy, all tests, deploy
 ## checks, the Go client's tests
@@ -18,15 +18,22 @@ deploy-check:
 	TETHER_BIN=target/debug/tether bash tests/deploy/check.sh
 
 ## go-test: the Go client (clients/go): go vet, then go test against `tether demo` (TETHER_BIN)
+## (Go's caches live under target/, so CI needs no $$HOME.)
 go-test:
 	$(CARGO) build --locked
-	cd clients/go && go vet ./... && TETHER_BIN=$(CURDIR)/target/debug/tether go test -count=1 ./...
+	cd clients/go && export GOCACHE=$(CURDIR)/target/go/cache GOPATH=$(CURDIR)/target/go/path && \
+	  go vet ./... && TETHER_BIN=$(CURDIR)/target/debug/tether go test -count=1 ./...
 
 ## bench: tether against ssh per call, an OpenSSH ControlMaster and a raw russh exec, against
 ## a real sshd (release build; a few minutes); prints tables, writes target/bench/compare.json.
 ## Knobs: BENCH_CALLS, BENCH_SSH_CALLS, BENCH_PROXY_CALLS, BENCH_SECONDS, BENCH_STREAM_LINES (benches/compare/main.rs)
 bench: test-deps
 	$(CARGO) bench --locked --bench compare
+
+## bench-shim: tether shim's start-up cost against /bin/true through sshd, and a replay
+## against a fresh run (release build; knob BENCH_SHIM_CALLS)
+bench-shim: test-deps
+	$(CARGO) bench --locked --bench shim
 
 ## image: the container image (needs a Docker engine)
 image:
