@@ -45,12 +45,7 @@ fn a_repeat_after_success_replays_the_answer() {
     assert_eq!(repeat.stdout, first.stdout);
     assert_eq!(repeat.stderr, first.stderr);
     assert_eq!(laptop.starts_of(&turn), 1, "{:?}", laptop.runs());
-    let outcomes: Vec<_> = laptop
-        .audit()
-        .iter()
-        .map(|l| l["outcome"].clone())
-        .collect();
-    assert_eq!(outcomes, ["ran", "replayed"]);
+    assert_eq!(laptop.outcomes(), ["ran", "replayed"]);
 }
 
 #[test]
@@ -80,11 +75,7 @@ fn a_repeat_while_the_turn_runs_attaches_and_streams_it_from_the_start() {
         );
     }
     assert_eq!(laptop.starts_of(&turn), 1, "{:?}", laptop.runs());
-    let outcomes: Vec<_> = laptop
-        .audit()
-        .iter()
-        .map(|l| l["outcome"].clone())
-        .collect();
+    let outcomes = laptop.outcomes();
     assert!(
         outcomes.contains(&"ran".into()) && outcomes.contains(&"attached".into()),
         "{outcomes:?}"

@@ -50,20 +50,29 @@ type Result struct {
 // timeout_ms; when it passes, tether answers ErrTimeout (the command may have run). The
 // error is an *Error when tether answered one, else a failure to reach tether.
 func (c *Client) Call(ctx context.Context, req Request) (*Result, error) {
-	resp, done, err := c.exchange(ctx, http.MethodPost, "/v1/call", req.body(false))
-	if err != nil {
+	var answer wire
+	if err := c.decode(ctx, http.MethodPost, "/v1/call", req.body(false), &answer); err != nil {
 		return nil, err
+	}
+	return answer.result(), nil
+}
+
+// decode sends one request and decodes its 200 answer into into; any other answer is
+// returned as its *Error.
+func (c *Client) decode(ctx context.Context, method, path string, body map[string]any, into any) error {
+	resp, done, err := c.exchange(ctx, method, path, body)
+	if err != nil {
+		return err
 	}
 	defer done()
 	defer drain(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return nil, readError(resp)
+		return readError(resp)
 	}
-	var answer wire
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil {
-		return nil, c.transportError(ctx, err)
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return c.transportError(ctx, err)
 	}
-	return answer.result(), nil
+	return nil
 }
 
 func (r Request) body(stream bool) map[string]any {

@@ -2,7 +2,6 @@ package tether
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"time"
 )
@@ -49,18 +48,9 @@ type ProbeError struct {
 
 // Health returns the cached health of every target.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
-	resp, done, err := c.exchange(ctx, http.MethodGet, "/v1/health", nil)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	defer drain(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, readError(resp)
-	}
 	var health Health
-	if err := json.NewDecoder(resp.Body).Decode(&health); err != nil {
-		return nil, c.transportError(ctx, err)
+	if err := c.decode(ctx, http.MethodGet, "/v1/health", nil, &health); err != nil {
+		return nil, err
 	}
 	return &health, nil
 }

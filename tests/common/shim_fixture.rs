@@ -205,6 +205,14 @@ impl Laptop {
             .collect()
     }
 
+    /// The outcome of every audit line, in order ("ran", "replayed", "attached", "refused").
+    pub fn outcomes(&self) -> Vec<String> {
+        self.audit()
+            .iter()
+            .map(|l| l["outcome"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
     pub fn audit_text(&self) -> String {
         fs::read_to_string(self.dir().join("audit.jsonl")).unwrap_or_default()
     }
