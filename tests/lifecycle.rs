@@ -130,6 +130,33 @@ fn a_stale_socket_is_replaced_and_a_live_one_refused() {
     assert_eq!(first.health().0, 200, "the running tether keeps its socket");
 }
 
+/// The RPC socket is bound first; when a later start step fails (the admin port is taken),
+/// tether exits and leaves no socket file behind that looks like a live tether.
+#[test]
+fn a_failed_start_leaves_no_socket_file() {
+    let sshd = Sshd::start();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut tether = TetherConfig::for_sshd(&sshd)
+        .set("server.admin_addr", addr.as_str())
+        .spawn_unready();
+    let exit = tether
+        .wait_exit(Duration::from_secs(10))
+        .expect("refuses to start");
+    assert_eq!(exit.code(), Some(1), "{}", tether.logs());
+    assert!(
+        tether
+            .logs()
+            .contains(&format!("cannot listen on server.admin_addr {addr}")),
+        "{}",
+        tether.logs()
+    );
+    assert!(
+        !tether.socket_path().exists(),
+        "the socket file was left behind"
+    );
+}
+
 #[test]
 fn the_socket_gets_its_configured_mode() {
     use std::os::unix::fs::PermissionsExt;
