@@ -85,10 +85,13 @@ pub async fn serve(
         let allowed = shared.server.allowed_uids.is_empty()
             || uid.is_some_and(|uid| shared.server.allowed_uids.contains(&uid));
         let shared = shared.clone();
-        let handler = move |req| {
+        let handler = move |req: Request<Incoming>| {
             let shared = shared.clone();
             async move {
                 if !allowed {
+                    // Read what the caller still sends, so that it reads the answer.
+                    let max = shared.server.max_request_bytes.saturating_mul(2);
+                    shared.calls.spawn(body::linger(req.into_body(), max));
                     return answer::error(&Error::Forbidden(uid.unwrap_or(u32::MAX)), false, None);
                 }
                 route(shared, req).await
@@ -169,9 +172,6 @@ async fn accept(
         request_id: request_id.map(str::to_string),
         labels: labels.map(|(target, verb)| (target.clone(), verb.to_string())),
     };
-    if sidecar.is_draining() {
-        return Err(refused(Error::ShuttingDown, None, None));
-    }
     let server = &sidecar.server;
     let body = match body::read(req, server.max_request_bytes, server.request_timeout).await {
         Ok(body) => body,
@@ -186,6 +186,11 @@ async fn accept(
         refused(e, None, None)
     })?;
     drop(body);
+    // Checked once the request is read: a caller that is still writing its body when
+    // tether answers would get a broken pipe instead of `shutting_down`.
+    if sidecar.is_draining() {
+        return Err(refused(Error::ShuttingDown, None, None));
+    }
     let request_id =
         checked_request_id(request.request_id.clone()).map_err(|e| refused(e, None, None))?;
     let id = Some(request_id.as_str());

@@ -506,6 +506,9 @@ impl Tether {
 
 impl Drop for Tether {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- tether's log (pid {}):\n{}", self.pid(), self.logs());
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
