@@ -63,13 +63,15 @@ fn an_idle_keep_alive_connection_outlives_the_request_timeout_until_the_idle_tim
     let mut conn = BufReader::new(UnixStream::connect(tether.socket_path()).unwrap());
     assert_eq!(health_on(&mut conn), 200);
     std::thread::sleep(REQUEST * 2);
+    // tether's idle time starts once it has written the answer, which is after this and
+    // before the test has read it: measured from here, the close comes IDLE or later.
+    let asked = Instant::now();
     assert_eq!(
         health_on(&mut conn),
         200,
         "still open after twice the request timeout"
     );
-    let idle_since = Instant::now();
-    let (after, said) = closed_after(conn.into_inner(), idle_since);
+    let (after, said) = closed_after(conn.into_inner(), asked);
     assert_eq!(said, "");
     assert!(after >= IDLE && after < IDLE * 2, "closed after {after:?}");
 }
