@@ -11,7 +11,7 @@ import (
 func TestCallReturnsTheRemoteAnswer(t *testing.T) {
 	d := sharedDemo(t)
 	res, err := d.client.Call(within(t, 30*time.Second), tether.Request{
-		Verb: "health", Args: []string{"call-" + newUUID()[:8]}, RequestID: "go-call-1",
+		Verb: "health", Args: []string{"call-" + tether.NewTurnID()[:8]}, RequestID: "go-call-1",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +30,7 @@ func TestCallReturnsTheRemoteAnswer(t *testing.T) {
 func TestCallCarriesATurnsMessageIntact(t *testing.T) {
 	d := sharedDemo(t)
 	message := "Grüß dich, tether! \"quotes\", $HOME; and more"
-	req := tether.TurnRequest(session, newUUID(), message)
+	req := tether.TurnRequest(session, tether.NewTurnID(), message)
 	res, err := d.client.Call(within(t, 60*time.Second), req)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +58,7 @@ func TestANonZeroExitIsAResultNotAnError(t *testing.T) {
 func TestARecentIdenticalCallOfACachedVerbIsShared(t *testing.T) {
 	d := sharedDemo(t)
 	// health has a cache_ttl of 2 s: the second call, made at once, shares the first's run.
-	req := tether.Request{Verb: "health", Args: []string{"cache-" + newUUID()[:8]}}
+	req := tether.Request{Verb: "health", Args: []string{"cache-" + tether.NewTurnID()[:8]}}
 	first, err := d.client.Call(within(t, 30*time.Second), req)
 	if err != nil {
 		t.Fatal(err)

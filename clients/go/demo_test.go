@@ -7,7 +7,6 @@ package tether_test
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -251,7 +250,7 @@ type held struct {
 // latest when the test ends.
 func (d *demo) holdSession(t *testing.T) *held {
 	t.Helper()
-	name := "held-" + newUUID()[:8]
+	name := "held-" + tether.NewTurnID()[:8]
 	dir := filepath.Join(d.laptop(t), "journal", "locks", name)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -360,17 +359,6 @@ func (p *proxy) connections() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.accepted
-}
-
-// newUUID is a random (version 4) UUID, as the app makes one per turn.
-func newUUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
 
 // answer is what the demo's assistant says to message.

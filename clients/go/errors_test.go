@@ -82,7 +82,7 @@ func TestTimeoutWhenTheDeadlinePassesMidCall(t *testing.T) {
 	held := d.holdSession(t)
 	deadline := time.Second
 	start := time.Now()
-	_, err := d.client.Call(within(t, deadline), tether.TurnRequest(held.name, newUUID(), "late"))
+	_, err := d.client.Call(within(t, deadline), tether.TurnRequest(held.name, tether.NewTurnID(), "late"))
 	took := time.Since(start)
 	// run-turn is not idempotent in the demo: it may have run, so not retryable.
 	wantCode(t, err, tether.ErrTimeout, 504, false)
@@ -106,14 +106,14 @@ func TestBusyWhenNoChannelComesFree(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := d.client.Call(within(t, 120*time.Second), tether.TurnRequest(held.name, newUUID(), "queued"))
+			_, err := d.client.Call(within(t, 120*time.Second), tether.TurnRequest(held.name, tether.NewTurnID(), "queued"))
 			results <- err
 		}()
 	}
 	held.waitQueued(t, capacity)
 	// The next call waits queue_timeout (5 s) for a channel, then is refused: nothing sent.
 	// (reset's own timeout, 15 s, is longer than that wait; health's, 5 s, is not.)
-	_, err = d.client.Call(within(t, 60*time.Second), tether.Request{Verb: "reset", Args: []string{"busy-" + newUUID()[:8]}})
+	_, err = d.client.Call(within(t, 60*time.Second), tether.Request{Verb: "reset", Args: []string{"busy-" + tether.NewTurnID()[:8]}})
 	wantCode(t, err, tether.ErrBusy, 429, true)
 
 	held.release()
@@ -132,7 +132,7 @@ func TestShuttingDownWhileTetherDrains(t *testing.T) {
 	// A turn in flight keeps the drain going until it ends.
 	inFlight := make(chan error, 1)
 	go func() {
-		res, err := d.client.Call(within(t, 120*time.Second), tether.TurnRequest(held.name, newUUID(), "in flight"))
+		res, err := d.client.Call(within(t, 120*time.Second), tether.TurnRequest(held.name, tether.NewTurnID(), "in flight"))
 		if err == nil && res.Stdout != answer("in flight") {
 			err = fmt.Errorf("unexpected answer %+v", res)
 		}
@@ -164,7 +164,7 @@ func TestACancelledContextEndsACallAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := d.client.Call(ctx, tether.TurnRequest(held.name, newUUID(), "cancelled"))
+		_, err := d.client.Call(ctx, tether.TurnRequest(held.name, tether.NewTurnID(), "cancelled"))
 		done <- err
 	}()
 	held.waitQueued(t, 1)

@@ -36,7 +36,7 @@ func collect(t *testing.T, s *tether.Stream) (stdout string, result *tether.Resu
 func TestStreamDeliversOutputThenExitThenEOF(t *testing.T) {
 	d := sharedDemo(t)
 	message := "streamed, with ümlauts"
-	s, err := d.client.Stream(within(t, 60*time.Second), tether.TurnRequest(session, newUUID(), message))
+	s, err := d.client.Stream(within(t, 60*time.Second), tether.TurnRequest(session, tether.NewTurnID(), message))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestStreamErrorEventIsReturnedAsAnError(t *testing.T) {
 	held := d.holdSession(t)
 	// The turn is sent, then waits on the laptop past its 1 s deadline: tether ends the
 	// stream with an error event, timeout.
-	s, err := d.client.Stream(within(t, time.Second), tether.TurnRequest(held.name, newUUID(), "late"))
+	s, err := d.client.Stream(within(t, time.Second), tether.TurnRequest(held.name, tether.NewTurnID(), "late"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestStreamCutMidWayIsAnError(t *testing.T) {
 	// 90,000 control characters come back as about 540 KB of JSON (each is "\u0001"), more
 	// than the socket holds: when the demo dies after the first event, most of it is lost.
 	message := strings.Repeat("\x01", 90000)
-	s, err := d.client.Stream(within(t, 60*time.Second), tether.TurnRequest(session, newUUID(), message))
+	s, err := d.client.Stream(within(t, 60*time.Second), tether.TurnRequest(session, tether.NewTurnID(), message))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package tether
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -124,3 +125,15 @@ func (g *gaveUp) Error() string {
 func (g *gaveUp) Unwrap() error        { return g.ctx }
 func (g *gaveUp) Is(target error) bool { return errors.Is(g.last, target) }
 func (g *gaveUp) As(target any) bool   { return errors.As(g.last, target) }
+
+// NewTurnID returns a random (version 4) UUID: the id an app makes once per user message and
+// keeps for every send of that turn.
+func NewTurnID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}

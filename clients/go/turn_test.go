@@ -12,7 +12,7 @@ import (
 
 func TestATurnSentTwiceRunsOnceAndAnswersTheSame(t *testing.T) {
 	d := sharedDemo(t)
-	turn, message := newUUID(), "once, please"
+	turn, message := tether.NewTurnID(), "once, please"
 	first, err := d.client.Turn(within(t, 60*time.Second), session, turn, message)
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +36,7 @@ func TestATurnAcrossACutConnectionGetsItsAnswerOnce(t *testing.T) {
 	held := d.holdSession(t)
 	link := startProxy(t, d.socket)
 	client := tether.New(link.path, tether.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
-	turn, message := newUUID(), "survive the cut"
+	turn, message := tether.NewTurnID(), "survive the cut"
 	type outcome struct {
 		res *tether.Result
 		err error
@@ -78,7 +78,7 @@ func TestATurnAcrossACutConnectionGetsItsAnswerOnce(t *testing.T) {
 func TestTurnReturnsAnErrorThatSendingAgainCannotFixAtOnce(t *testing.T) {
 	d := sharedDemo(t)
 	start := time.Now()
-	_, err := d.client.Turn(within(t, 60*time.Second), "not a session", newUUID(), "hi")
+	_, err := d.client.Turn(within(t, 60*time.Second), "not a session", tether.NewTurnID(), "hi")
 	wantCode(t, err, tether.ErrBadRequest, 400, false)
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("a bad request took %v: it was sent again", took)
@@ -94,7 +94,7 @@ func TestCancellingTheContextStopsTurnPromptly(t *testing.T) {
 		defer cancel()
 		done := make(chan error, 1)
 		go func() {
-			_, err := client.Turn(ctx, session, newUUID(), "never mind")
+			_, err := client.Turn(ctx, session, tether.NewTurnID(), "never mind")
 			done <- err
 		}()
 		sent()
@@ -138,7 +138,7 @@ func TestTurnSendsTheSameTurnAgainWhileTheLaptopIsOffline(t *testing.T) {
 	client := tether.New(offline.path, tether.WithBackoff(10*time.Millisecond, 40*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	turn := newUUID()
+	turn := tether.NewTurnID()
 	done := make(chan error, 1)
 	go func() {
 		_, err := client.Turn(ctx, session, turn, "are you there?")
@@ -170,7 +170,7 @@ func TestTurnGivesUpWhenTheContextEndsWithTheLastErrorAttached(t *testing.T) {
 	held := d.holdSession(t)
 	// Each attempt waits on the laptop until tether's deadline passes: the answer is
 	// timeout, and then the context has ended.
-	_, err := d.client.Turn(within(t, time.Second), held.name, newUUID(), "too late")
+	_, err := d.client.Turn(within(t, time.Second), held.name, tether.NewTurnID(), "too late")
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, tether.ErrTimeout) {
 		t.Fatalf("want an error matching both context.DeadlineExceeded and ErrTimeout, got %v", err)
 	}

@@ -7,7 +7,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -121,7 +120,7 @@ func run(svc *RemotePaliadinService, message string) error {
 	}
 	fmt.Printf("laptop up: %v\n", up)
 
-	turn := newUUID()
+	turn := tether.NewTurnID()
 	answer, err := svc.SendMessage(ctx, turn, message)
 	if err != nil {
 		return err
@@ -133,18 +132,7 @@ func run(svc *RemotePaliadinService, message string) error {
 	}
 	fmt.Printf("turn %s sent again: %s", turn, again)
 
-	streamed := newUUID()
+	streamed := tether.NewTurnID()
 	fmt.Printf("turn %s, streamed: ", streamed)
 	return svc.StreamMessage(ctx, streamed, message+" (streamed)", os.Stdout)
-}
-
-// newUUID is a random (version 4) UUID: the app's id for a turn.
-func newUUID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }
