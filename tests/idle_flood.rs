@@ -225,7 +225,9 @@ fn floods_of_local_connections_do_not_stop_an_allowed_caller() {
          meanwhile 5 calls, slowest {slowest:?}; tether holds {fds} descriptors, RSS \
          {rss_before} -> {rss} KiB"
     );
-    assert!(slowest < Duration::from_secs(1), "{slowest:?}");
+    // Measured 0.3-0.8 s on 2 busy cores while tether closes the floods' refused
+    // connections; without the caps, no answer within 20 s.
+    assert!(slowest < Duration::from_secs(2), "{slowest:?}");
     // Bounded by server.max_connections (1024), not by the floods (2 x 6000).
     assert!(fds < 1024 + 100, "{fds} descriptors");
     assert!(rss < rss_before + 64 * 1024, "{rss} KiB");
@@ -238,11 +240,11 @@ fn floods_of_local_connections_do_not_stop_an_allowed_caller() {
     });
     assert!(closed, "forbidden connections kept open: {last:?}");
     assert!(last.answered > 0, "{last:?}");
-    // The allowed uid keeps at most its share (server.max_connections_per_uid, 256).
+    // The allowed uid keeps at most its share (server.max_connections_per_uid, 512).
     let held = idle.report();
-    assert!(held.open <= 256, "{held:?}");
+    assert!(held.open <= 512, "{held:?}");
     let refused = tether.metric("tether_rpc_connections_refused_total{reason=\"per_uid\"}");
-    assert!(refused >= (EACH - 256) as f64, "{refused} refused per uid");
+    assert!(refused >= (EACH - 512) as f64, "{refused} refused per uid");
     eprintln!(
         "forbidden flood at the end: {last:?}; allowed flood: {held:?}; refused per uid: {refused}, \
          in total: {}",
