@@ -28,7 +28,7 @@ pub async fn serve(
             let shared = shared.clone();
             async move { route(&shared, req) }
         };
-        serve_connection(stream, handler, timeouts, &tracker, cancel.clone());
+        serve_connection(stream, handler, timeouts, (), &tracker, cancel.clone());
     };
     accept_loop("admin port", accept, serve, cancel.clone()).await;
 }

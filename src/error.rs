@@ -18,6 +18,9 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("no channel to {target} came free within {waited:?} (queue_timeout); try again")]
     Busy { target: String, waited: Duration },
+    /// `tether shim` refused the call because one of its limits is reached; nothing ran.
+    #[error("the remote's tether shim is at a limit ({0}); nothing ran; try again shortly")]
+    ShimBusy(String),
     #[error(
         "{addr} refused our key for user {user:?}; check that authorized_keys holds tether's public key"
     )]
@@ -47,6 +50,9 @@ pub enum Error {
     ShuttingDown,
     #[error("the deadline of {0:?} passed; the command may have run")]
     Timeout(Duration),
+    /// The call was dropped before anything was sent (its caller hung up while it waited).
+    #[error("{0}")]
+    Cancelled(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -91,7 +97,7 @@ impl Error {
             Error::Forbidden(_) => ("forbidden", 403, Never),
             Error::UnknownTarget(_) => ("unknown_target", 404, Never),
             Error::PayloadTooLarge(_) => ("payload_too_large", 413, Never),
-            Error::Busy { .. } => ("busy", 429, Always),
+            Error::Busy { .. } | Error::ShimBusy(_) => ("busy", 429, Always),
             Error::UpstreamAuthFailed { .. } => ("upstream_auth_failed", 502, Never),
             Error::HostKeyMismatch { .. } => ("host_key_mismatch", 502, Never),
             Error::UpstreamMisconfigured { .. } => ("upstream_misconfigured", 502, Never),
@@ -99,6 +105,7 @@ impl Error {
             Error::ConnectionLost(_) => ("connection_lost", 503, IfIdempotent),
             Error::ShuttingDown => ("shutting_down", 503, Always),
             Error::Timeout(_) => ("timeout", 504, IfIdempotent),
+            Error::Cancelled(_) => ("cancelled", 409, Never),
             Error::Internal(_) => ("internal", 500, Never),
         }
     }

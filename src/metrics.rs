@@ -31,6 +31,10 @@ pub struct Metrics {
     calls_abandoned: IntCounterVec,
     /// Output held in memory by buffered calls in flight (and cached results).
     pub call_buffered_bytes: IntGauge,
+    /// Open connections on the RPC socket.
+    pub rpc_connections: IntGauge,
+    /// RPC connections closed at accept, by the cap they hit.
+    rpc_connections_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -125,19 +129,30 @@ impl Metrics {
             calls_abandoned: counter(
                 &registry,
                 "tether_calls_abandoned_total",
-                "Calls whose caller hung up before the answer; they ran on to their end",
-                &["target", "verb"],
+                "Calls whose caller hung up before the answer: dropped unsent (queued) or run on to their end (running)",
+                &["target", "verb", "stage"],
             ),
-            call_buffered_bytes: {
-                let g = IntGauge::new(
-                    "tether_call_buffered_bytes",
-                    "Output held in memory for calls in flight",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(g.clone()))
-                    .expect("registered once");
-                g
+            call_buffered_bytes: plain_gauge(
+                &registry,
+                "tether_call_buffered_bytes",
+                "Output held in memory for calls in flight",
+            ),
+            rpc_connections: plain_gauge(
+                &registry,
+                "tether_rpc_connections",
+                "Open connections on the RPC socket",
+            ),
+            rpc_connections_refused: {
+                let refused = counter(
+                    &registry,
+                    "tether_rpc_connections_refused_total",
+                    "RPC connections closed at accept because a connection cap was reached",
+                    &["reason"],
+                );
+                for reason in ["total", "per_uid"] {
+                    refused.with_label_values(&[reason]);
+                }
+                refused
             },
             registry,
         }
@@ -162,6 +177,13 @@ impl Metrics {
             call_duration: self.call_duration.clone(),
             calls_abandoned: self.calls_abandoned.clone(),
         }
+    }
+
+    /// Counts an RPC connection closed at accept; `reason` is `total` or `per_uid`.
+    pub fn rpc_connection_refused(&self, reason: &str) {
+        self.rpc_connections_refused
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// The Prometheus text exposition.
@@ -229,10 +251,11 @@ impl TargetMetrics {
             .observe(seconds);
     }
 
-    /// Counts a call whose caller hung up before its answer.
-    pub fn abandoned(&self, verb: &str) {
+    /// Counts a call whose caller hung up before its answer; `stage` is `queued` (dropped,
+    /// never sent) or `running` (sent, ran on).
+    pub fn abandoned(&self, verb: &str, stage: &str) {
         self.calls_abandoned
-            .with_label_values(&[&self.name, verb])
+            .with_label_values(&[&self.name, verb, stage])
             .inc();
     }
 
@@ -265,6 +288,12 @@ fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let m = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     r.register(Box::new(m.clone())).expect("registered once");
     m
+}
+
+fn plain_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("registered once");
+    g
 }
 
 fn float_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {

@@ -14,7 +14,8 @@ use crate::call::buffer::Buffer;
 use crate::error::Error;
 use crate::health::Status;
 use crate::ssh::connection::Connection;
-use crate::ssh::exec::{self, Command, ExecError, Ran};
+use crate::ssh::exec::{self, Command, ExecError, Limits, Ran};
+use crate::ssh::interest::Interest;
 use crate::target::Target;
 
 /// Output of a shim probe is small; anything more is not kept.
@@ -133,8 +134,14 @@ async fn shim(target: &Target, tracker: &TaskTracker, cancel: &CancellationToken
         let line = command_line(&probe.shim_verb, &probe.shim_args)?;
         let cmd = Command { line, stdin: None };
         let mut buffer = Buffer::new(SHIM_OUTPUT_CAP, target.budget());
+        let limits = Limits {
+            deadline: start + probe.timeout,
+            stuck_after: target.config.stuck_after,
+            drain_cap: SHIM_OUTPUT_CAP,
+        };
+        let mut interest = Interest::lasting();
         let Ran { result, release } =
-            exec::run(&conn, &cmd, start + probe.timeout, cancel, (), &mut buffer).await;
+            exec::run(&conn, &cmd, limits, cancel, &mut interest, (), &mut buffer).await;
         tracker.spawn(release);
         let out = buffer.finish(result.map_err(ExecError::into_error)?);
         let ended = match (out.exit.status, &out.exit.signal) {

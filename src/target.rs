@@ -17,7 +17,8 @@ use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
 use crate::ssh::connection::{Connection, Endpoint};
 use crate::ssh::connection_set::ConnectionSet;
-use crate::ssh::exec::{self, Command, ExecError, Exit, Ran, Release, Sink};
+use crate::ssh::exec::{self, Command, ExecError, Exit, Limits, Ran, Release, Sink};
+use crate::ssh::interest::Interest;
 use crate::ssh::output::Budget;
 use crate::ssh::pool::{Slot, SlotPool};
 
@@ -114,9 +115,11 @@ impl Target {
         let (mut landed, joined) = self.cache.join(key, call.verb_config.cache_ttl, |tx| {
             let (target, call) = (self.clone(), call.clone());
             self.runtime.calls.spawn(async move {
+                // Shared by every caller who joins, now or later: never dropped for one.
+                let mut interest = Interest::lasting();
                 let mut buffer = Buffer::new(target.config.max_output_bytes, target.budget());
-                let (result, release) = target.execute(&call, &mut buffer).await;
-                let result = result.map(|exit| Arc::new(buffer.finish(exit)));
+                let (result, release) = target.execute(&call, &mut buffer, &mut interest).await;
+                let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
                 tx.send_replace(Some((Instant::now(), result)));
                 release.await;
             });
@@ -138,26 +141,40 @@ impl Target {
 
     /// Runs `call`, its output going to `sink`. Returns the answer and the release its owner
     /// awaits after answering. A lost connection is re-sent once on a fresh one when the verb
-    /// is idempotent and none of the lost attempt's output reached the caller.
+    /// is idempotent and none of the lost attempt's output reached the caller. Once
+    /// `interest` is lost (the caller hung up), nothing more is sent: `cancelled`.
     pub async fn execute<S: Sink>(
         &self,
         call: &Call,
         sink: &mut S,
+        interest: &mut Interest,
     ) -> (Result<Exit, Error>, Release) {
         let deadline = Instant::now() + call.timeout;
+        let limits = Limits {
+            deadline,
+            stuck_after: self.config.stuck_after,
+            drain_cap: self.config.max_output_bytes,
+        };
         let cmd = Command {
             line: call.line.clone(),
             stdin: call.stdin.clone(),
         };
         let mut resent = false;
         loop {
-            let slot = match self.slot(call.timeout, deadline).await {
+            let slot = tokio::select! {
+                slot = self.slot(call.timeout, deadline) => slot,
+                _ = interest.lost() => Err(Error::Cancelled(
+                    "the caller hung up while the call was queued; it was never sent".into(),
+                )),
+            };
+            let slot = match slot {
                 Ok(slot) => slot,
                 Err(e) => return (Err(e), Box::pin(async {})),
             };
             let conn = slot.conn().clone();
+            let stop = &self.runtime.stop;
             let Ran { result, release } =
-                exec::run(&conn, &cmd, deadline, &self.runtime.stop, slot, sink).await;
+                exec::run(&conn, &cmd, limits, stop, interest, slot, sink).await;
             let failed = match result {
                 Ok(exit) => return (Ok(exit), release),
                 Err(failed) => failed,
@@ -215,12 +232,17 @@ impl Target {
     }
 
     /// Counts a finished call (`error` None for a result) and keeps a security refusal as
-    /// the target's last error, so operators see it.
+    /// the target's last error, so operators see it. An abandoned call (its caller hung up)
+    /// is counted by stage: `queued` when it was dropped unsent, else `running`.
     pub fn record_call(&self, verb: &str, error: Option<&Error>, took: Duration, abandoned: bool) {
         let code = error.map_or("ok", Error::code);
         self.metrics.call(verb, code, took.as_secs_f64());
         if abandoned {
-            self.metrics.abandoned(verb);
+            let stage = match error {
+                Some(Error::Cancelled(_)) => "queued",
+                _ => "running",
+            };
+            self.metrics.abandoned(verb, stage);
         }
         if let Some(e) = error.filter(|e| e.is_security()) {
             self.health.note_error(e);

@@ -111,11 +111,17 @@ fn a_good_setup_passes_every_check_and_finds_max_sessions_10() {
     // The key line to paste, complete: forced command, every restriction, our public key.
     let key = text_block(&out, "key");
     let public = sshd.ed25519_key().public_key.clone();
+    // OpenSSH's `restrict`, an absolute path to tether (sshd runs the forced command through
+    // the account's shell, with whatever PATH that has), and how to find the real path.
     let line = format!(
-        "command=\"tether shim\",from=\"127.0.0.1\",no-pty,no-port-forwarding,\
-         no-agent-forwarding,no-X11-forwarding,no-user-rc {public}"
+        "restrict,command=\"/usr/local/bin/tether shim\",from=\"127.0.0.1\",no-pty,\
+         no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc {public}"
     );
     assert_eq!(key[1].trim(), line, "{key:?}");
+    assert!(
+        key.iter().any(|l| l.contains("command -v tether")),
+        "{key:?}"
+    );
     // The one command doctor runs: the probe verb, once, through the forced command.
     assert_eq!(sshd.invocations(), ["health"]);
 

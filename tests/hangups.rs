@@ -1,6 +1,7 @@
-//! Callers that hang up (docs/rpc.md, "When the caller hangs up"): a call runs on to its end
-//! in the background, its channel goes back only once the server has freed it, it is counted
-//! as abandoned and logged once; a cached verb never runs twice because its first caller left.
+//! Callers that hang up (docs/rpc.md, "When the caller hangs up"): a call that was sent runs on
+//! to its end in the background, its channel goes back only once the server has freed it; a
+//! call still queued is dropped and never sent; both are counted as abandoned and logged once;
+//! a cached verb never runs twice because its first caller left.
 
 mod common;
 
@@ -58,17 +59,18 @@ fn callers_that_hang_up_at_any_point_leak_no_channel() {
         t.join().unwrap();
     }
     let callers_gone = std::time::Instant::now();
-    // Every abandoned command still runs to its end on the laptop...
+    // Every abandoned command that was sent still runs to its end on the laptop; the queued
+    // ones were never sent...
     assert!(
         wait_until(Duration::from_secs(30), || {
-            tether.metric("tether_calls_abandoned_total{target=\"laptop\",verb=\"sleep\"}") == 24.0
-                && tether.metric("tether_calls_abandoned_total{target=\"laptop\",verb=\"drip\"}")
-                    == 4.0
+            abandoned(&tether, "sleep") == 24.0 && abandoned(&tether, "drip") == 4.0
         }),
         "abandoned calls counted: {}",
         tether.admin_get("/metrics").text()
     );
-    assert_eq!(sshd.count("sleep", &["1"]), 24);
+    let sent = abandoned_at(&tether, "sleep", "running");
+    assert_eq!(sent + abandoned_at(&tether, "sleep", "queued"), 24.0);
+    assert_eq!(sshd.count("sleep", &["1"]) as f64, sent);
     assert_eq!(sshd.count("drip", &["5", "0.2"]), 4);
     // ...and gives its channel back once the server has freed it.
     assert!(wait_until(Duration::from_secs(10), || tether.channels_idle()));
@@ -127,6 +129,74 @@ fn a_cached_verb_whose_first_caller_hangs_up_runs_once_for_everyone() {
     );
     assert_eq!(sshd.count("sleep", &["1"]), 1, "the laptop ran it once");
     assert!(wait_until(Duration::from_secs(5), || {
-        tether.metric("tether_calls_abandoned_total{target=\"laptop\",verb=\"sleep\"}") == 1.0
+        abandoned_at(&tether, "sleep", "running") == 1.0
     }));
+}
+
+/// `tether_calls_abandoned_total` of target laptop for `verb`, both stages.
+fn abandoned(tether: &Tether, verb: &str) -> f64 {
+    abandoned_at(tether, verb, "queued") + abandoned_at(tether, verb, "running")
+}
+
+fn abandoned_at(tether: &Tether, verb: &str, stage: &str) -> f64 {
+    tether.metric(&format!(
+        "tether_calls_abandoned_total{{target=\"laptop\",verb=\"{verb}\",stage=\"{stage}\"}}"
+    ))
+}
+
+#[test]
+fn queued_calls_whose_callers_left_are_never_sent() {
+    let sshd = Sshd::start();
+    let tether = one_connection_of_eight(&sshd);
+    tether.wait_status("up");
+    // 24 callers of `sleep 2` leave 50-290 ms after sending: 8 got a channel and were sent,
+    // 16 were still queued behind them.
+    let socket = tether.socket_path().to_path_buf();
+    let callers: Vec<_> = (0..24u64)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let after = Duration::from_millis(50 + i * 240 / 23);
+                http::hang_up(&socket, &json!({"verb": "sleep", "args": ["2"]}), after);
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    // Right after, 8 ordinary calls get their answers: nothing queued is left before them.
+    let started = std::time::Instant::now();
+    let answers = tether.calls_at_once(vec![json!({"verb": "reset", "args": ["s1"]}); 8]);
+    for (status, body, _) in &answers {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let took = started.elapsed();
+    assert!(
+        wait_until(Duration::from_secs(10), || abandoned(&tether, "sleep")
+            == 24.0),
+        "abandoned calls counted: {}",
+        tether.admin_get("/metrics").text()
+    );
+    assert_eq!(abandoned_at(&tether, "sleep", "running"), 8.0);
+    assert_eq!(abandoned_at(&tether, "sleep", "queued"), 16.0);
+    assert!(wait_until(Duration::from_secs(10), || tether.channels_idle()));
+    assert_eq!(
+        sshd.count("sleep", &["2"]),
+        8,
+        "the laptop ran only the calls that were sent:\n{}",
+        sshd.invocation_log()
+    );
+    let logs = tether.logs();
+    let dropped = logs
+        .lines()
+        .filter(|l| {
+            l.contains(" call request_id=")
+                && l.contains("code=\"cancelled\"")
+                && l.contains("abandoned=true")
+        })
+        .count();
+    assert_eq!(dropped, 16, "one log line per dropped call:\n{logs}");
+    eprintln!(
+        "16 queued callers left and were dropped; 8 ordinary calls then all 200 within {took:?}"
+    );
 }

@@ -158,16 +158,38 @@ fn a_failed_start_leaves_no_socket_file() {
 }
 
 #[test]
-fn the_socket_gets_its_configured_mode() {
+fn the_socket_appears_with_its_configured_mode() {
     use std::os::unix::fs::PermissionsExt;
     let sshd = Sshd::start();
-    let tether = TetherConfig::for_sshd(&sshd)
-        .set("server.socket_mode", "0600")
-        .spawn();
+    let config = TetherConfig::for_sshd(&sshd).set("server.socket_mode", "0600");
+    let socket = config.dir().join("tether.sock");
+    // Watch the path from before tether starts: the first mode anyone can see is the final
+    // one (the socket is never there with the umask's mode, waiting for its chmod).
+    let watcher = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(meta) = std::fs::symlink_metadata(&socket) {
+                return Some(meta.permissions().mode() & 0o777);
+            }
+            std::hint::spin_loop();
+        }
+        None
+    });
+    let tether = config.spawn();
+    let first_seen = watcher.join().unwrap().expect("the socket appeared");
+    assert_eq!(first_seen, 0o600, "mode when the socket first appeared");
     let mode = std::fs::metadata(tether.socket_path())
         .unwrap()
         .permissions()
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
+    let dir = tether.socket_path().parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".tether-bind"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -90,7 +90,8 @@ fn every_documented_metric_is_exposed_with_its_labels() {
         &json!({"verb": "sleep", "args": ["0.3"]}),
         Duration::from_millis(100),
     );
-    let abandoned = "tether_calls_abandoned_total{target=\"laptop\",verb=\"sleep\"}";
+    let abandoned =
+        "tether_calls_abandoned_total{target=\"laptop\",verb=\"sleep\",stage=\"running\"}";
     assert!(wait_until(Duration::from_secs(5), || tether
         .metric(abandoned)
         == 1.0));

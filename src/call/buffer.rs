@@ -1,8 +1,11 @@
 //! The sink of a buffered call: both streams held, each up to the target's
-//! `max_output_bytes` and all calls together within `server.max_buffered_bytes`.
+//! `max_output_bytes` and all calls together within `server.max_buffered_bytes`; the answer
+//! made from them.
 
 use std::sync::Arc;
 
+use super::refusal;
+use crate::error::Error;
 use crate::ssh::exec::{Exit, Sink, Stream};
 use crate::ssh::output::{Budget, Captured};
 
@@ -55,6 +58,17 @@ impl Buffer {
             exit,
             stdout: self.stdout,
             stderr: self.stderr,
+        }
+    }
+
+    /// A call's answer: the output, or `busy` when the command was the shim's over-a-limit
+    /// refusal ([`refusal`]).
+    pub fn answer(self, exit: Exit) -> Result<Output, Error> {
+        let out = self.finish(exit);
+        let stderr = out.stderr.head(refusal::MAX_REFUSAL_BYTES + 1);
+        match refusal::busy(&out.exit, &stderr) {
+            Some(busy) if out.stdout.is_empty() => Err(busy),
+            _ => Ok(out),
         }
     }
 }

@@ -1,23 +1,26 @@
 //! A call is a task. Once the RPC has accepted a call, [`task::start`] runs it in a task of its
 //! own, which owns the slot and the channel until the server has freed them; the HTTP handler
-//! only subscribes to its [`Reply`]. A caller that hangs up drops its subscription and nothing
-//! else: the command runs to its end or deadline, and the call is logged and counted as
-//! abandoned. See docs/rpc.md ("When the caller hangs up").
+//! only subscribes to its [`Reply`]. A caller that hangs up drops its subscription: a call
+//! still queued is then dropped, never sent; one already sent runs to its end or deadline.
+//! Either way it is logged and counted as abandoned. See docs/rpc.md ("When the caller
+//! hangs up").
 //!
 //! - [`buffer`]: output held for a buffered answer, within the shared memory budget.
 //! - [`stream`]: output handed on as it arrives, for a streamed answer.
 //! - [`cache`]: single-flight over call tasks for verbs with a `cache_ttl`.
+//! - [`refusal`]: the shim's "busy" refusal, answered as tether's own `busy`.
 //! - [`task`]: the task itself: run, answer, log and count, then release.
 
 pub mod buffer;
 pub mod cache;
+pub mod refusal;
 pub mod stream;
 pub mod task;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::config::VerbConfig;
 use crate::error::Error;
@@ -53,8 +56,8 @@ pub struct Meta {
 
 /// How a caller subscribes to its call.
 pub enum Reply {
-    /// The whole answer at once, when the call has ended.
-    Buffered(oneshot::Sender<Answer>),
+    /// The whole answer at once, when the call has ended (one message).
+    Buffered(mpsc::Sender<Answer>),
     /// [`Piece`]s as the output arrives.
     Streamed(mpsc::Sender<Piece>),
 }

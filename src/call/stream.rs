@@ -2,12 +2,14 @@
 //! never splits a character, each stream cut at the target's `max_output_bytes`. At most
 //! [`PIECES_IN_FLIGHT`] pieces wait for the caller; one that reads nothing for
 //! [`STALLED_READER`] is treated as gone, so a stuck reader cannot freeze the SSH connection.
+//! Until the first stdout, stderr that may be the shim's busy refusal ([`super::refusal`])
+//! is held back: such a call ends with an `error` event `busy` and no output events.
 
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Ending, Meta, Output};
+use super::{Ending, Meta, Output, refusal};
 use crate::error::Error;
 use crate::ssh::exec::{Exit, Sink, Stream};
 use crate::utf8::Utf8Pieces;
@@ -44,6 +46,9 @@ pub struct Streamer {
     started: bool,
     /// Some output has reached the caller.
     forwarded: bool,
+    /// Output may still be the shim's busy refusal: stderr is held in `held`.
+    holding: bool,
+    held: Vec<u8>,
     /// The caller hung up or stalled: nothing more is sent.
     gone: bool,
 }
@@ -57,6 +62,8 @@ impl Streamer {
             stderr: Text::default(),
             started: false,
             forwarded: false,
+            holding: true,
+            held: Vec::new(),
             gone: false,
         }
     }
@@ -73,17 +80,26 @@ impl Streamer {
         }
     }
 
-    /// How the command ended, with this stream's cut flags.
-    pub fn ending(&self, exit: Exit) -> Ending {
-        Ending {
+    /// How the command ended, with this stream's cut flags; `busy` when it was the shim's
+    /// over-a-limit refusal (whose stderr was held back, and is never sent).
+    pub fn ending(&self, exit: Exit) -> Result<Ending, Error> {
+        if self.holding
+            && let Some(busy) = refusal::busy(&exit, &self.held)
+        {
+            return Err(busy);
+        }
+        Ok(Ending {
             exit,
             stdout_truncated: self.stdout.truncated,
             stderr_truncated: self.stderr.truncated,
-        }
+        })
     }
 
     /// Sends the one terminal piece; true when the caller was gone before it.
     pub async fn end(mut self, meta: Meta, result: Result<Ending, Error>) -> bool {
+        if !matches!(result, Err(Error::ShimBusy(_))) {
+            self.release_held().await;
+        }
         if result.is_ok() {
             for stream in [Stream::Stdout, Stream::Stderr] {
                 let text = self.text(stream);
@@ -127,21 +143,18 @@ impl Streamer {
             }
         }
     }
-}
 
-impl Sink for Streamer {
-    fn sent(&mut self) {
-        // `Started` goes out with the first output or the end at the latest; a full queue
-        // cannot happen before anything else was sent.
-        if !self.started {
-            self.started = true;
-            if self.tx.try_send(Piece::Started).is_err() {
-                self.gone = true;
-            }
+    /// Forwards held stderr, and holds nothing from now on.
+    async fn release_held(&mut self) {
+        self.holding = false;
+        let held = std::mem::take(&mut self.held);
+        if !held.is_empty() {
+            self.forward(Stream::Stderr, &held).await;
         }
     }
 
-    async fn output(&mut self, stream: Stream, data: &[u8]) {
+    /// Cuts `data` at the stream's cap and sends it as text.
+    async fn forward(&mut self, stream: Stream, data: &[u8]) {
         let cap = self.cap;
         let text = self.text(stream);
         if text.truncated {
@@ -160,8 +173,40 @@ impl Sink for Streamer {
             self.send(Piece::Output(stream, piece)).await;
         }
     }
+}
+
+impl Sink for Streamer {
+    fn sent(&mut self) {
+        // `Started` goes out with the first output or the end at the latest; a full queue
+        // cannot happen before anything else was sent.
+        if !self.started {
+            self.started = true;
+            if self.tx.try_send(Piece::Started).is_err() {
+                self.gone = true;
+            }
+        }
+    }
+
+    async fn output(&mut self, stream: Stream, data: &[u8]) {
+        if self.holding {
+            if stream == Stream::Stderr {
+                self.held.extend_from_slice(data);
+                if !refusal::may_be_busy(&self.held) {
+                    self.release_held().await;
+                }
+                return;
+            }
+            self.release_held().await;
+        }
+        self.forward(stream, data).await;
+    }
 
     fn restart(&mut self) -> bool {
-        !self.forwarded
+        if self.forwarded {
+            return false;
+        }
+        self.held.clear();
+        self.holding = true;
+        true
     }
 }

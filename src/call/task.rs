@@ -1,10 +1,11 @@
-//! The call task: runs one call to its end whatever its caller does, answers the caller if it
+//! The call task: runs one call to its end whatever its caller does once it was sent (a call
+//! whose caller leaves while it is queued is dropped, never sent), answers the caller if it
 //! is still there, writes the call's one log line and its metrics, and only then lets the
 //! server's side of the channel finish before the slot goes back to the pool.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -13,6 +14,7 @@ use super::stream::Streamer;
 use super::{Answer, Call, Ending, Meta, Reply};
 use crate::error::Error;
 use crate::ssh::exec::Exit;
+use crate::ssh::interest::Interest;
 use crate::target::Target;
 
 /// Starts `call` on `target` as a task of its own; `reply` is how the caller listens.
@@ -23,10 +25,16 @@ pub fn start(target: &Arc<Target>, call: Call, reply: Reply) {
         .spawn(run(target.clone(), call, reply).instrument(span));
 }
 
-/// A buffered subscription: the receiver resolves with the answer.
-pub fn buffered() -> (Reply, oneshot::Receiver<Answer>) {
-    let (tx, rx) = oneshot::channel();
+/// A buffered subscription: the receiver yields the answer, once.
+pub fn buffered() -> (Reply, mpsc::Receiver<Answer>) {
+    let (tx, rx) = mpsc::channel(1);
     (Reply::Buffered(tx), rx)
+}
+
+/// The caller's interest in its call: lost when it drops its subscription (hangs up).
+fn interest<T: Send + 'static>(tx: &mpsc::Sender<T>) -> Interest {
+    let tx = tx.clone();
+    Interest::until(async move { tx.closed().await })
 }
 
 /// A streamed subscription: the receiver yields the call's pieces.
@@ -54,8 +62,9 @@ async fn run(target: Arc<Target>, call: Call, reply: Reply) {
                 (result, cached, None)
             } else {
                 let mut buffer = Buffer::new(cap, target.budget());
-                let (result, release) = target.execute(&call, &mut buffer).await;
-                let result = result.map(|exit| Arc::new(buffer.finish(exit)));
+                let mut interest = interest(&tx);
+                let (result, release) = target.execute(&call, &mut buffer, &mut interest).await;
+                let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
                 (result, false, Some(release))
             };
             let meta = meta(cached);
@@ -67,10 +76,11 @@ async fn run(target: Arc<Target>, call: Call, reply: Reply) {
                 meta: meta.clone(),
                 result,
             };
-            let abandoned = tx.send(answer).is_err();
+            let abandoned = tx.try_send(answer).is_err();
             (meta, summary, abandoned, release)
         }
         Reply::Streamed(tx) => {
+            let mut interest = interest(&tx);
             let mut streamer = Streamer::new(tx, cap);
             let (result, cached, release) = if cacheable {
                 let (result, cached) = target.shared_run(&call).await;
@@ -79,9 +89,9 @@ async fn run(target: Arc<Target>, call: Call, reply: Reply) {
                 }
                 (result.map(|out| ending_of(&out)), cached, None)
             } else {
-                let (result, release) = target.execute(&call, &mut streamer).await;
+                let (result, release) = target.execute(&call, &mut streamer, &mut interest).await;
                 (
-                    result.map(|exit| streamer.ending(exit)),
+                    result.and_then(|exit| streamer.ending(exit)),
                     false,
                     Some(release),
                 )

@@ -36,6 +36,15 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A request whose head or body has started must have fully arrived within this.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open RPC connections at once, all callers together. Measured: an idle connection costs
+/// tether about 10-15 KiB, so 1024 of them stay near 16 MiB, well inside a 128 MiB limit, and
+/// 1024 is far above what an app needs (calls in flight are bounded by the channels anyway).
+pub const DEFAULT_MAX_CONNECTIONS_TOTAL: usize = 1024;
+/// Open RPC connections at once per caller uid: one uid (a flood, allowed or not) can take at
+/// most half of [`DEFAULT_MAX_CONNECTIONS_TOTAL`], leaving the other half to other callers.
+/// An app bursting 500 calls at once (tests/load.rs) still gets results or `busy`, not
+/// connections closed unanswered.
+pub const DEFAULT_MAX_CONNECTIONS_PER_UID: usize = 512;
 /// The SSH port of the shim on the laptop.
 pub const DEFAULT_PORT: u16 = 22022;
 /// Bound on TCP connect, banner, key exchange and auth together.
@@ -50,6 +59,8 @@ pub const DEFAULT_CHANNELS_PER_CONNECTION: usize = 8;
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-stream output cap; beyond it output is cut and flagged.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 16 << 20;
+/// A command still running this long after its deadline gets its channel closed.
+pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(300);
 /// A server whose banner says Tailscale SSH is refused: it never runs the forced command.
 pub const DEFAULT_ALLOW_TAILSCALE_SSH: bool = false;
 /// Transport probe period.
@@ -103,6 +114,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Open RPC connections at once; more are closed at once.
+    pub max_connections: usize,
+    /// Open RPC connections at once per caller uid; more are closed at once.
+    pub max_connections_per_uid: usize,
 }
 
 impl Default for ServerConfig {
@@ -119,6 +134,8 @@ impl Default for ServerConfig {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS_TOTAL,
+            max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
         }
     }
 }
@@ -196,6 +213,8 @@ pub struct TargetConfig {
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
     pub max_output_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
     /// Use a server whose banner says Tailscale SSH anyway (docs/config.md).
     pub allow_tailscale_ssh: bool,
     pub probe: ProbeConfig,
@@ -217,6 +236,7 @@ impl Default for TargetConfig {
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            stuck_after: DEFAULT_STUCK_AFTER,
             allow_tailscale_ssh: DEFAULT_ALLOW_TAILSCALE_SSH,
             probe: ProbeConfig::default(),
         }

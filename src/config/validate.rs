@@ -131,6 +131,14 @@ fn check_server(config: &Config, errors: &mut Vec<String>) {
     if server.max_request_bytes < 1024 {
         errors.push("server.max_request_bytes: must be at least 1024".into());
     }
+    for (key, value) in [
+        ("max_connections", server.max_connections),
+        ("max_connections_per_uid", server.max_connections_per_uid),
+    ] {
+        if value == 0 {
+            errors.push(format!("server.{key}: must be at least 1"));
+        }
+    }
     match (server.default_target.as_str(), config.targets.len()) {
         (_, 0) => errors.push(
             "targets: no target is configured; add [targets.NAME] or set PALIADIN_REMOTE_HOST"
@@ -159,6 +167,7 @@ fn check_target(at: &str, t: &TargetConfig, config: &Config, errors: &mut Vec<St
         ("connect_timeout", t.connect_timeout),
         ("keepalive_interval", t.keepalive_interval),
         ("queue_timeout", t.queue_timeout),
+        ("stuck_after", t.stuck_after),
         ("probe.interval", t.probe.interval),
         ("probe.timeout", t.probe.timeout),
         ("probe.shim_interval", t.probe.shim_interval),

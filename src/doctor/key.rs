@@ -1,6 +1,7 @@
 //! The `key` check: the private key's type and fingerprint, and the complete
-//! `authorized_keys` line to paste on the laptop, with the forced command and every
-//! restriction, `from=` included when tether's address as the laptop sees it is known.
+//! `authorized_keys` line to paste on the laptop: OpenSSH's `restrict`, the forced command by
+//! absolute path, `from=` when tether's address as the laptop sees it is known, and the
+//! explicit `no-*` options as well (docs/doctor.md).
 
 use std::net::IpAddr;
 
@@ -8,9 +9,15 @@ use russh::keys::PrivateKey;
 
 use crate::ssh::connection::fingerprint;
 
-/// The forced command and restrictions of the laptop's `authorized_keys` line (docs/shim.md).
+/// The restrictions of the laptop's `authorized_keys` line (docs/shim.md): `restrict` turns
+/// off everything (and whatever later OpenSSH releases add); the explicit options say the
+/// same to a reader.
+const RESTRICT: &str = "restrict";
 const RESTRICTIONS: &str =
     "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc";
+/// Where tether is assumed to live on the laptop. doctor cannot know; the line says how to
+/// find out. Absolute, so the forced command does not depend on the login shell's PATH.
+pub const LAPTOP_TETHER: &str = "/usr/local/bin/tether";
 
 /// `from=` when tether's address as the laptop sees it is not known.
 const UNKNOWN_FROM: &str = "<this host's tailnet address>";
@@ -72,7 +79,9 @@ pub fn describe(key: &PrivateKey, from: &FromAddress) -> String {
         .unwrap_or_else(|e| format!("<cannot encode the public key: {e}>"));
     let mut out = format!(
         "{} {}; its line for the laptop's ~/.ssh/authorized_keys:\n\
-         command=\"tether shim\",from=\"{}\",{RESTRICTIONS} {openssh}",
+         {RESTRICT},command=\"{LAPTOP_TETHER} shim\",from=\"{}\",{RESTRICTIONS} {openssh}\n\
+         (command=: {LAPTOP_TETHER} is a guess; `command -v tether` on the laptop prints \
+         where tether is: put that absolute path there)",
         public.algorithm().as_str(),
         fingerprint(public),
         from.value
@@ -116,9 +125,10 @@ mod tests {
         let text = describe(&key, &from("127.0.0.1", "127.0.0.1"));
         let line = text.lines().nth(1).unwrap();
         assert!(line.starts_with(
-            "command=\"tether shim\",from=\"127.0.0.1\",no-pty,no-port-forwarding,\
-             no-agent-forwarding,no-X11-forwarding,no-user-rc ssh-ed25519 AAAA"
+            "restrict,command=\"/usr/local/bin/tether shim\",from=\"127.0.0.1\",no-pty,\
+             no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc ssh-ed25519 AAAA"
         ));
+        assert!(text.contains("`command -v tether` on the laptop"));
         assert!(text.starts_with("ssh-ed25519 SHA256:"));
     }
 }

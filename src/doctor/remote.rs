@@ -13,7 +13,8 @@ use super::subject::Subject;
 use crate::args::command_line;
 use crate::call::buffer::{Buffer, Output};
 use crate::ssh::connection::Connection;
-use crate::ssh::exec::{self, Command, Ran};
+use crate::ssh::exec::{self, Command, Limits, Ran};
+use crate::ssh::interest::Interest;
 use crate::ssh::output::Budget;
 
 /// The checks this module runs, in order.
@@ -72,7 +73,14 @@ async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connec
     let started = Instant::now();
     let stop = CancellationToken::new();
     let deadline = started + timeout;
-    let Ran { result, release } = exec::run(conn, &cmd, deadline, &stop, (), &mut buffer).await;
+    let limits = Limits {
+        deadline,
+        stuck_after: s.target.stuck_after,
+        drain_cap: OUTPUT_CAP,
+    };
+    let mut interest = Interest::lasting();
+    let Ran { result, release } =
+        exec::run(conn, &cmd, limits, &stop, &mut interest, (), &mut buffer).await;
     let took = started.elapsed();
     // The release (a round trip after the server's Close) ends before sessions are counted.
     // A command still running past its deadline keeps its channel until doctor disconnects.

@@ -72,11 +72,12 @@ pub async fn accept_loop<S, A, F>(
 }
 
 /// Serves one accepted connection with `handler` until it ends, its clock expires (idle or
-/// a stalled request) or `cancel` fires.
+/// a stalled request) or `cancel` fires; `hold` (its admission) is dropped then.
 pub fn serve_connection<S, H, F>(
     stream: S,
     handler: H,
     timeouts: Timeouts,
+    hold: impl Send + 'static,
     tracker: &TaskTracker,
     cancel: CancellationToken,
 ) where
@@ -113,5 +114,6 @@ pub fn serve_connection<S, H, F>(
                 let _ = tokio::time::timeout(GRACEFUL_CLOSE, conn).await;
             }
         }
+        drop(hold);
     });
 }

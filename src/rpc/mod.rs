@@ -1,13 +1,15 @@
 //! The RPC on the Unix socket (docs/rpc.md): `POST /v1/call` and `GET /v1/health`, and the
-//! socket's life (stale file replaced, a live one refused, mode applied, uid checked). A call
-//! is validated here, then started as a task (see [`crate::call`]) that the handler only
-//! subscribes to: a caller that hangs up cancels nothing.
+//! socket's life (stale file replaced, a live one refused, created with its final mode, uid
+//! checked, connections capped by [`admission`]). A call is validated here, then started as
+//! a task (see [`crate::call`]) that the handler only subscribes to: a caller that hangs up
+//! cancels nothing that was sent.
 
+pub mod admission;
 mod answer;
 mod body;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,12 +25,15 @@ use tokio_util::task::TaskTracker;
 use crate::args::command_line;
 use crate::call::{Call, Piece, task};
 use crate::error::Error;
+use crate::http::clock::Timeouts;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
 
 /// Longest request id accepted from a caller.
 const MAX_REQUEST_ID: usize = 128;
+/// The longest path a Unix socket can be bound at (sun_path, without its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// The body of `POST /v1/call`.
 #[derive(Debug, Deserialize)]
@@ -47,7 +52,10 @@ struct CallRequest {
 }
 
 /// Binds the socket: a stale file nobody listens on is replaced; a live one means another
-/// tether runs there, and starting is refused.
+/// tether runs there, and starting is refused. The socket appears at `path` with its final
+/// `mode` already set: it is bound and chmod-ed inside a private (0700) directory next to
+/// it, then renamed into place (the umask is process-wide, so setting it around bind would
+/// race with other threads).
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -63,15 +71,44 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
+    let staging = staging_dir(path)?;
+    let bound = bind_privately(&staging.join("s"), path, mode);
+    let _ = std::fs::remove_dir_all(&staging);
+    bound
+}
+
+/// A fresh private directory beside `path`, short enough that a socket inside it fits.
+fn staging_dir(path: &Path) -> Result<PathBuf, String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let staging = dir.join(format!(".tether-bind-{}", std::process::id()));
+    let needed = staging.as_os_str().len() + 2;
+    if needed > MAX_SOCKET_PATH {
+        return Err(format!(
+            "cannot bind {} safely: its directory's path is too long to bind inside it              ({needed} of {MAX_SOCKET_PATH} bytes); use a shorter server.socket",
+            path.display()
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .map_err(|e| format!("cannot create {}: {e}", staging.display()))?;
+    Ok(staging)
+}
+
+fn bind_privately(inside: &Path, path: &Path, mode: u32) -> Result<UnixListener, String> {
     let listener =
-        UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        UnixListener::bind(inside).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(inside, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot chmod {:o} {}: {e}", mode, path.display()))?;
+    std::fs::rename(inside, path)
+        .map_err(|e| format!("cannot move the socket to {}: {e}", path.display()))?;
     Ok(listener)
 }
 
-/// Accepts RPC connections until `cancel` fires. Callers outside `server.allowed_uids`
-/// (SO_PEERCRED) get `forbidden` for every request.
+/// Accepts RPC connections until `cancel` fires. A connection over a cap is closed at once.
+/// Callers outside `server.allowed_uids` (SO_PEERCRED) get `forbidden`, and their connection
+/// is closed after that answer and kept idle no longer than `server.request_timeout`.
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Sidecar>,
@@ -79,27 +116,65 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let accept = || async { listener.accept().await.map(|(stream, _)| stream) };
-    let timeouts = shared.server.timeouts();
+    let server = &shared.server;
+    let admission = admission::Admission::new(
+        server.max_connections,
+        server.max_connections_per_uid,
+        admission::open_files_limit(),
+        shared.metrics.rpc_connections.clone(),
+    );
     let serve = |stream: tokio::net::UnixStream| {
-        let uid = stream.peer_cred().map(|c| c.uid()).ok();
-        let allowed = shared.server.allowed_uids.is_empty()
-            || uid.is_some_and(|uid| shared.server.allowed_uids.contains(&uid));
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let admitted = match admission.admit(uid) {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                shared.metrics.rpc_connection_refused(refused.reason());
+                tracing::debug!(uid, reason = refused.reason(), "RPC connection refused");
+                return;
+            }
+        };
+        let allowed = server.allowed_uids.is_empty() || server.allowed_uids.contains(&uid);
+        let timeouts = match allowed {
+            true => server.timeouts(),
+            false => Timeouts {
+                idle: server.request_timeout.min(server.idle_timeout),
+                request: server.request_timeout,
+            },
+        };
         let shared = shared.clone();
         let handler = move |req: Request<Incoming>| {
             let shared = shared.clone();
             async move {
                 if !allowed {
-                    // Read what the caller still sends, so that it reads the answer.
-                    let max = shared.server.max_request_bytes.saturating_mul(2);
-                    shared.calls.spawn(body::linger(req.into_body(), max));
-                    return answer::error(&Error::Forbidden(uid.unwrap_or(u32::MAX)), false, None);
+                    return forbidden(&shared, uid, req);
                 }
                 route(shared, req).await
             }
         };
-        serve_connection(stream, handler, timeouts, &tracker, cancel.clone());
+        serve_connection(
+            stream,
+            handler,
+            timeouts,
+            admitted,
+            &tracker,
+            cancel.clone(),
+        );
     };
     accept_loop("RPC socket", accept, serve, cancel.clone()).await;
+}
+
+/// `forbidden`, and the connection closes after it: a caller that may not call gets no
+/// kept-alive connection to hold.
+fn forbidden(shared: &Sidecar, uid: u32, req: Request<Incoming>) -> Response<Body> {
+    // Read what the caller still sends, so that it reads the answer.
+    let max = shared.server.max_request_bytes.saturating_mul(2);
+    shared.calls.spawn(body::linger(req.into_body(), max));
+    let mut answer = answer::error(&Error::Forbidden(uid), false, None);
+    answer.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    answer
 }
 
 async fn route(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<Body> {
@@ -149,11 +224,11 @@ async fn call(sidecar: &Sidecar, req: Request<Incoming>) -> Response<Body> {
             other => internal(format!("a streamed call began with {other:?}")),
         }
     } else {
-        let (reply, answered) = task::buffered();
+        let (reply, mut answered) = task::buffered();
         task::start(&target, call, reply);
-        match answered.await {
-            Ok(answer) => answer::buffered(answer),
-            Err(_) => internal("a call task ended without an answer".into()),
+        match answered.recv().await {
+            Some(answer) => answer::buffered(answer),
+            None => internal("a call task ended without an answer".into()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Running one command on a channel: stdin then EOF, stdout and stderr handed to a [`Sink`]
-//! as they arrive, the exit status or signal, the deadline, and a stop signal (drain).
+//! as they arrive, the exit status or signal, the deadline, a stop signal (drain), and the
+//! caller's [`Interest`]: nothing is sent once nobody wants the answer.
 //!
 //! [`run`] answers as soon as the caller can be answered, and hands back the rest of the
 //! channel's life as a [`Release`]: whoever owns the call awaits it, so the slot stays taken
@@ -17,12 +18,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::{Connection, OpenChannel};
+use super::interest::Interest;
 use crate::error::Error;
 
 /// How long the release waits for the server's answer to its round trip.
 const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// A command still running this long after its deadline gets its channel closed.
-const STUCK_AFTER: Duration = Duration::from_secs(300);
 /// First and longest pause between retries of a refused channel open.
 const OPEN_RETRY_FIRST: Duration = Duration::from_millis(5);
 const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
@@ -31,6 +31,18 @@ const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
 pub struct Command {
     pub line: String,
     pub stdin: Option<Bytes>,
+}
+
+/// How long a command may take, and when tether gives up on one that runs past it.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub deadline: Instant,
+    /// After the deadline, the channel is closed once the command has run this much longer
+    /// (the target's `stuck_after`)...
+    pub stuck_after: Duration,
+    /// ...or once this much more output was read and dropped (the target's
+    /// `max_output_bytes`): a background child holding stdout open is not drained forever.
+    pub drain_cap: usize,
 }
 
 /// Which output stream a piece of data belongs to.
@@ -92,41 +104,39 @@ pub struct Ran {
 enum Cut {
     Deadline,
     Stop,
+    /// Nobody wants the answer any more (only before the exec request has left).
+    Unwanted,
 }
 
 /// Runs `cmd` on a new channel of `conn`, sending its output to `sink`. `hold` (the pool
 /// slot) is dropped at the end of the returned release. `stop` (the drain's hard stop) ends
-/// the wait like a deadline does, answering `shutting_down`.
+/// the wait like a deadline does, answering `shutting_down`. Once `interest` is lost, the
+/// command is not sent (`cancelled`); after it was sent, the command runs on.
 pub async fn run<S: Sink>(
     conn: &Arc<Connection>,
     cmd: &Command,
-    deadline: Instant,
+    limits: Limits,
     stop: &CancellationToken,
+    interest: &mut Interest,
     hold: impl Send + 'static,
     sink: &mut S,
 ) -> Ran {
+    let deadline = limits.deadline;
     let budget = deadline.saturating_duration_since(Instant::now());
     let mut open = Box::pin(open_channel(conn.clone(), deadline));
     let opened = tokio::select! {
         opened = &mut open => opened,
-        cut = cut(deadline, stop) => {
-            // The open may still succeed: close that channel rather than leave it open.
-            let conn = conn.clone();
-            let release = Box::pin(async move {
-                if let Ok((channel, open)) = open.await {
-                    let _ = channel.close().await;
-                    let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
-                    drop(open);
-                }
-                drop(hold);
-            });
-            return Ran { result: Err(ExecError::NotSent(cut.error(budget))), release };
-        }
+        cut = cut(deadline, stop) => return Ran::not_sent(cut.error(budget), conn, open, hold),
+        _ = interest.lost() => return Ran::not_sent(Cut::Unwanted.error(budget), conn, open, hold),
     };
     let (channel, open) = match opened {
         Ok(opened) => opened,
         Err(e) => return Ran::at_once(Err(ExecError::NotSent(e)), hold),
     };
+    if interest.is_lost().await {
+        let opened = Box::pin(std::future::ready(Ok((channel, open))));
+        return Ran::not_sent(Cut::Unwanted.error(budget), conn, opened, hold);
+    }
     let held = (hold, open);
     if channel.exec(true, cmd.line.as_bytes()).await.is_err() {
         let lost = lost(conn, "before the command was sent");
@@ -177,8 +187,8 @@ pub async fn run<S: Sink>(
             let stop = stop.clone();
             let release = Box::pin(async move {
                 let closed = match cut {
-                    Cut::Stop => false,
-                    Cut::Deadline => wait_for_close(&mut reader, &stop).await,
+                    Cut::Deadline => wait_for_close(&mut reader, limits, &stop).await,
+                    Cut::Stop | Cut::Unwanted => false,
                 };
                 if !closed {
                     let _ = close(&writer, &conn).await;
@@ -199,6 +209,28 @@ impl Ran {
             release: Box::pin(async move { drop(hold) }),
         }
     }
+
+    /// Nothing was sent; a channel that `open` still yields is closed, not left open.
+    fn not_sent(
+        error: Error,
+        conn: &Arc<Connection>,
+        open: impl Future<Output = Result<(Channel<Msg>, OpenChannel), Error>> + Send + 'static,
+        hold: impl Send + 'static,
+    ) -> Ran {
+        let conn = conn.clone();
+        let release = Box::pin(async move {
+            if let Ok((channel, open)) = open.await {
+                let _ = channel.close().await;
+                let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                drop(open);
+            }
+            drop(hold);
+        });
+        Ran {
+            result: Err(ExecError::NotSent(error)),
+            release,
+        }
+    }
 }
 
 impl Cut {
@@ -206,6 +238,9 @@ impl Cut {
         match self {
             Cut::Deadline => Error::Timeout(budget),
             Cut::Stop => Error::ShuttingDown,
+            Cut::Unwanted => Error::Cancelled(
+                "the caller hung up while the call waited for a channel; it was never sent".into(),
+            ),
         }
     }
 }
@@ -221,22 +256,40 @@ async fn cut(deadline: Instant, stop: &CancellationToken) -> Cut {
 /// After a deadline the command goes on running (forced-command sessions refuse signals) and
 /// holds its server-side session until it ends. Its output is read and dropped (an unread
 /// channel would freeze the whole connection) until the server's Close. russh drops that
-/// Close once we have sent ours, so we close only when the command looks stuck or tether
-/// stops. True when the server closed the channel itself.
-async fn wait_for_close(reader: &mut ChannelReadHalf, stop: &CancellationToken) -> bool {
+/// Close once we have sent ours, so we close only when the command looks stuck (it ran
+/// `stuck_after` past its deadline, or printed `drain_cap` more bytes) or tether stops. True
+/// when the server closed the channel itself.
+async fn wait_for_close(
+    reader: &mut ChannelReadHalf,
+    limits: Limits,
+    stop: &CancellationToken,
+) -> bool {
+    let mut drained = 0usize;
     let closed = async {
         while let Some(msg) = reader.wait().await {
-            if matches!(msg, ChannelMsg::Close) {
-                return true;
+            match msg {
+                ChannelMsg::Close => return Some(true),
+                ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } => {
+                    drained = drained.saturating_add(data.len());
+                    if drained >= limits.drain_cap {
+                        return None;
+                    }
+                }
+                _ => {}
             }
         }
-        false
+        Some(false)
     };
+    let stuck = limits.stuck_after;
     tokio::select! {
-        closed = tokio::time::timeout(STUCK_AFTER, closed) => match closed {
-            Ok(closed) => closed,
+        closed = tokio::time::timeout(stuck, closed) => match closed {
+            Ok(Some(closed)) => closed,
+            Ok(None) => {
+                tracing::warn!(bytes = limits.drain_cap, "a timed-out command printed its output cap after its deadline; closing its channel");
+                false
+            }
             Err(_) => {
-                tracing::warn!("a timed-out command still runs after {STUCK_AFTER:?}; closing its channel");
+                tracing::warn!("a timed-out command still runs {stuck:?} after its deadline (stuck_after); closing its channel");
                 false
             }
         },

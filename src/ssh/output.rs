@@ -107,6 +107,19 @@ impl Captured {
         self.pieces.get(i).map(|p| &p[..])
     }
 
+    /// Up to the first `n` bytes held, copied.
+    pub fn head(&self, n: usize) -> Vec<u8> {
+        let mut head = Vec::with_capacity(n.min(self.len));
+        for piece in self.pieces() {
+            let room = n - head.len();
+            head.extend_from_slice(&piece[..piece.len().min(room)]);
+            if head.len() == n {
+                break;
+            }
+        }
+        head
+    }
+
     /// The text: invalid bytes replaced, and a character the cap cut in half dropped.
     pub fn text(&self) -> String {
         utf8::text_of(self.pieces(), self.truncated)

@@ -34,5 +34,14 @@ case "$verb" in
       if [ "$i" -le "${1:-3}" ]; then sleep "${2:-0.3}"; fi
     done ;;
   seq) seq 1 "${1:-10}" ;;
+  busy) # what tether shim prints when one of its limits is reached
+    echo "tether shim: busy: 8 keyed runs already (max_running = 8); try again later" >&2
+    exit 2 ;;
+  linger) # a background child holds stdout open for SECONDS after the verb itself exits
+    sleep "${1:-30}" &
+    echo started ;;
+  spew) # a background child writes to stdout without pause for up to SECONDS
+    timeout "${1:-30}" yes spew &
+    echo started ;;
   *) echo "unknown verb" >&2; exit 2 ;;
 esac

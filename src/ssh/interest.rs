@@ -1,0 +1,62 @@
+//! Whether anyone still wants a command sent. A call waits for a channel and opens it while
+//! watching its [`Interest`]: once its caller has left, nothing is sent (docs/rpc.md, "When
+//! the caller hangs up"). After the exec request has left, interest no longer matters.
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A future that resolves when the command's answer has nobody to go to; once it has, the
+/// interest stays lost.
+pub struct Interest {
+    lost: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl Interest {
+    /// Interest that is lost when `gone` resolves (a caller's channel closing).
+    pub fn until(gone: impl Future<Output = ()> + Send + 'static) -> Interest {
+        Interest {
+            lost: Some(Box::pin(gone)),
+        }
+    }
+
+    /// Interest that is never lost: a probe's, or a cached verb's shared run, which callers
+    /// may still join.
+    pub fn lasting() -> Interest {
+        Interest::until(std::future::pending())
+    }
+
+    /// Resolves once the interest is lost.
+    pub async fn lost(&mut self) {
+        if let Some(gone) = &mut self.lost {
+            gone.await;
+            self.lost = None;
+        }
+    }
+
+    /// Whether the interest is lost by now, without waiting.
+    pub async fn is_lost(&mut self) -> bool {
+        tokio::select! {
+            biased;
+            _ = self.lost() => true,
+            _ = std::future::ready(()) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn interest_is_lost_when_the_caller_goes_and_stays_lost() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut interest = Interest::until(async move {
+            let _ = rx.await;
+        });
+        assert!(!interest.is_lost().await);
+        drop(tx);
+        interest.lost().await;
+        assert!(interest.is_lost().await, "lost once, lost for good");
+        assert!(!Interest::lasting().is_lost().await);
+    }
+}
