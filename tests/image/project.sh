@@ -68,7 +68,7 @@ project_down() {
 in_app() { compose exec -T app "$@"; }
 
 # container ID SERVICE: the container of SERVICE.
-container() { compose ps -q "$1"; }
+container() { compose ps --all -q "$1"; }
 
 # inspect SERVICE FORMAT: docker inspect of SERVICE's container.
 inspect() { docker inspect -f "$2" "$(container "$1")"; }

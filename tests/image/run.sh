@@ -65,6 +65,7 @@ phase "laptop stopped and started"
 check "laptop stopped: healthy, down, fail fast, alert pending; started: up, no tether restart" laptop_down_and_up
 
 phase "restart mid-turn"
+check "the placeholder app stops on SIGTERM, not by SIGKILL after 10 s" app_stops_on_sigterm
 check "docker compose restart tether mid-turn: Turn gets the one run's answer, audited ran once" restart_mid_turn
 
 phase "16 MiB calls"

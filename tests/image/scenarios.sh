@@ -123,6 +123,18 @@ healthchecks_since() {
     awk -v t="$1" '$1 > t' | grep .
 }
 
+# --- stopping the project
+# compose.yaml's placeholder app stops on SIGTERM (exit 0) rather than being killed after
+# Docker's 10 s, which every stop, restart and down of the project would wait for.
+app_stops_on_sigterm() {
+  local t0
+  t0=$EPOCHREALTIME
+  compose stop app
+  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "stopped in %.1f s\n", b - a; exit !(b - a < 5) }'
+  want_eq "the app's exit status" "$(inspect app '{{.State.ExitCode}}')" 0
+  compose start app
+}
+
 # --- tether restarts while a turn runs
 # The app's Go client (Turn) runs in its own container on the same volume: compose restarts
 # the app service with tether (depends_on restart: true), which would end a process in it.
