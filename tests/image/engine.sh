@@ -18,6 +18,10 @@ engine_start() {
     echo "using the engine at DOCKER_HOST=$DOCKER_HOST (not started, not stopped here)"
     return 0
   fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "image-test: starting dockerd needs root; run as root, or set DOCKER_HOST to an engine of yours" >&2
+    return 1
+  fi
   mkdir -p "$ENGINE_DIR"
   engine_stop_stale
   dockerd --data-root "$ENGINE_DIR/data" --exec-root "$ENGINE_DIR/exec" \
