@@ -1,16 +1,17 @@
 # Developer and CI entry points. CI runs .ci/run, which runs `make test`.
 CARGO ?= cargo
 
-.PHONY: test fmt lint demo bench bench-shim test-deps deploy-check go-test image
+.PHONY: test fmt lint demo bench bench-shim test-deps deploy-check go-test image image-prebuilt image-test
 
 ## test: install what the integration tests need, then fmt check, clippy, all tests, deploy
-## checks, the Go client's tests
+## checks, the Go client's tests, the image test
 test: test-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
 	$(MAKE) deploy-check
 	$(MAKE) go-test
+	$(MAKE) image-test
 
 ## deploy-check: alert rules, dashboard, compose, Dockerfile and Helm chart (tests/deploy/check.sh)
 deploy-check:
@@ -35,9 +36,24 @@ bench: test-deps
 bench-shim: test-deps
 	$(CARGO) bench --locked --bench shim
 
-## image: the container image (needs a Docker engine)
+## image: the container image (needs a Docker engine with BuildKit, and a registry)
 image:
 	docker build -t tether .
+
+## image-prebuilt: the same image from a binary built here (TETHER_BINARY, default the release
+## build); no network, no BuildKit needed (Dockerfile target `prebuilt`)
+TETHER_BINARY ?= target/release/tether
+image-prebuilt:
+	scripts/prebuilt-context.sh $(TETHER_BINARY) target/image-context
+	docker build --target prebuilt -f Dockerfile -t tether target/image-context
+
+## image-test: the image and the compose project on a real Docker engine (tests/image/run.sh,
+## docs/deploy.md): starts and stops its own dockerd (as root) unless DOCKER_HOST is set;
+## installs docker.io, debootstrap and the compose plugin when missing (saying so)
+image-test:
+	$(CARGO) build --locked
+	scripts/install-image-test-deps.sh
+	TETHER_BIN=target/debug/tether bash tests/image/run.sh
 
 ## test-deps: sshd, ssh, ssh-keygen, promtool (installs them with apt when root)
 test-deps:

@@ -357,6 +357,26 @@ def ignored(rel: str, pats) -> bool:
     return result
 
 
+def dockerfile_stages(ins: list[tuple[str, str]]) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(name, base, instructions) per stage; name is "" for an unnamed stage."""
+    stages: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for k, args in ins:
+        if k == "FROM":
+            words = args.split()
+            name = words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else ""
+            stages.append((name, words[0].lower(), []))
+        elif stages:
+            stages[-1][2].append((k, args))
+    return stages
+
+
+def stage_chain(stages, index: int) -> list[tuple[str, str]]:
+    """The instructions of stage `index` with those of the stages it is built FROM."""
+    name, base, own = stages[index]
+    parents = [i for i, (n, _, _) in enumerate(stages[:index]) if n and n == base]
+    return (stage_chain(stages, parents[-1]) if parents else []) + own
+
+
 def cmd_dockerfile() -> int:
     text = (ROOT / "Dockerfile").read_text()
     ins = dockerfile_instructions(text)
@@ -364,6 +384,28 @@ def cmd_dockerfile() -> int:
     froms = [a for k, a in ins if k == "FROM"]
     if len(froms) < 2:
         problem("not a multi-stage build")
+    stages = dockerfile_stages(ins)
+    copied: list[str] = []
+    for name, _, stage_ins in stages:
+        if name == "prebuilt":
+            # its context is made by scripts/prebuilt-context.sh, not the repository
+            print("  stage prebuilt: COPY sources come from scripts/prebuilt-context.sh")
+            continue
+        copied += dockerfile_context_sources(stage_ins, pats)
+    check_crate_sources_copied(copied)
+    final_index = len(stages) - 1
+    prebuilt = [i for i, (n, _, _) in enumerate(stages) if n == "prebuilt"]
+    if prebuilt and stages[prebuilt[0]][1] != stages[final_index][1]:
+        problem(f"stage prebuilt is built FROM {stages[prebuilt[0]][1]}, the final stage FROM "
+                f"{stages[final_index][1]}: they must share the same runtime stage")
+    for label, index in [("final stage", final_index)] + [("stage prebuilt", i) for i in prebuilt]:
+        check_runtime_lines(label, stage_chain(stages, index))
+    print(f"  stages: {len(froms)}; final: {froms[-1]}")
+    return done("Dockerfile")
+
+
+def dockerfile_context_sources(ins: list[tuple[str, str]], pats) -> list[str]:
+    """Checks that every COPY/ADD source of these instructions is sent to the builder."""
     copied: list[str] = []
     for k, args in ins:
         if k not in ("COPY", "ADD"):
@@ -387,6 +429,10 @@ def cmd_dockerfile() -> int:
             if not kept:
                 problem(f"{k} {src}: excluded by .dockerignore")
             print(f"  {k} {src}: exists, {len(kept)} file(s) sent to the builder")
+    return copied
+
+
+def check_crate_sources_copied(copied: list[str]) -> None:
     # what the crate needs besides Cargo.toml, Cargo.lock and src/
     cargo = (ROOT / "Cargo.toml").read_text()
     needs = []
@@ -398,22 +444,27 @@ def cmd_dockerfile() -> int:
     for n in needs:
         if n not in copied:
             problem(f"the crate declares {n} but the Dockerfile does not COPY it: cargo would fail")
-    final = ins[[i for i, (k, _) in enumerate(ins) if k == "FROM"][-1]:]
+
+
+def check_runtime_lines(label: str, final: list[tuple[str, str]]) -> None:
+    """The lines every tether image must have (final: a stage's instructions with its parents')."""
     keys = {k: a for k, a in final}
     if keys.get("ENTRYPOINT", "").replace(" ", "") != '["tether"]':
-        problem(f'ENTRYPOINT is {keys.get("ENTRYPOINT")!r}, want ["tether"]')
+        problem(f'{label}: ENTRYPOINT is {keys.get("ENTRYPOINT")!r}, want ["tether"]')
     if keys.get("CMD", "").replace(" ", "") != '["serve"]':
-        problem(f'CMD is {keys.get("CMD")!r}, want ["serve"]')
+        problem(f'{label}: CMD is {keys.get("CMD")!r}, want ["serve"]')
     hc = keys.get("HEALTHCHECK", "")
     if '["tether","check","--ready"]' not in hc.replace(" ", ""):
-        problem(f"HEALTHCHECK does not run tether check --ready in exec form: {hc!r}")
+        problem(f"{label}: HEALTHCHECK does not run tether check --ready in exec form: {hc!r}")
     user = keys.get("USER", "")
     if not user or user.split(":")[0] in ("0", "root"):
-        problem(f"final stage USER {user!r} is not a non-root user")
-    if "/etc/tether/tether.toml" not in " ".join(a for k, a in final if k == "COPY"):
-        problem("the example config is not copied to /etc/tether/tether.toml")
-    print(f"  stages: {len(froms)}; final: {froms[-1]}; USER {user}")
-    return done("Dockerfile")
+        problem(f"{label}: USER {user!r} is not a non-root user")
+    copies = " ".join(a for k, a in final if k == "COPY")
+    if "/etc/tether/tether.toml" not in copies:
+        problem(f"{label}: the example config is not copied to /etc/tether/tether.toml")
+    if "/usr/local/bin/tether" not in copies:
+        problem(f"{label}: no tether binary is copied to /usr/local/bin/tether")
+    print(f"  {label}: USER {user}, ENTRYPOINT {keys.get('ENTRYPOINT')}")
 
 
 # ------------------------------------------------------------------ compose
