@@ -166,7 +166,7 @@ fn refused_requests_through_ssh_exit_2_and_run_nothing() {
     let laptop = Laptop::start();
     let turn = uuid();
     let cases = [
-        ("rm -rf /", "unknown verb \"rm\""),
+        ("rm -rf /", "unknown verb: it is not in shim.toml"),
         (
             &*format!("run-turn s1 $(id) {}", b64("x")),
             "argument 2: byte 0",
