@@ -7,17 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use common::shim_fixture::{Laptop, PATIENCE};
+use common::shim_fixture::{Laptop, PATIENCE, b64, text, uuid};
 use common::wait_until;
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// The full answer of turn `uuid` saying `said`: stdout and stderr.
 fn answer(uuid: &str, said: &str) -> (String, String) {
@@ -25,10 +16,6 @@ fn answer(uuid: &str, said: &str) -> (String, String) {
         format!("first half of {uuid}\nreply to {uuid}: {said}\n"),
         format!("note for {uuid}\n"),
     )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]

@@ -12,22 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use base64::Engine;
-use common::shim_fixture::{Laptop, PATIENCE};
+use common::shim_fixture::{Laptop, PATIENCE, b64, text, uuid};
 use common::tether::BIN;
 use common::wait_until;
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");

@@ -341,6 +341,22 @@ impl Laptop {
     }
 }
 
+/// `text` in base64, as turns carry their message.
+pub fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A fresh turn id.
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Output bytes as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A process's resident memory (VmRSS), in bytes; 0 when it is gone.
 pub fn rss_bytes(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
