@@ -148,7 +148,7 @@ fn keyed_runs_over_max_running_are_busy_and_run_when_sent_again() {
 
 #[test]
 fn a_full_queue_is_busy_and_a_wait_past_queue_wait_is_busy_with_nothing_run() {
-    let laptop = Laptop::with_settings("max_queued = 1\nqueue_wait = \"2s\"", "");
+    let laptop = Laptop::with_settings("max_queued = 1\nqueue_wait = \"5s\"", "");
     let (a, b, c) = (uuid(), uuid(), uuid());
     laptop.hold(&a);
     let first = laptop.ssh_spawn(&turn("s1", &a), b"");

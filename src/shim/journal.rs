@@ -396,7 +396,7 @@ impl Journal {
     }
 
     /// Removes expired entries, unfinished ones abandoned longer than the retention, stale
-    /// claims, and lock queues idle for the retention; at most once per [`GC_EVERY`] (or per
+    /// claims and stdin spools, and lock queues idle for the retention; at most once per [`GC_EVERY`] (or per
     /// retention, if shorter). Corrupt entries stay for an operator to look at.
     pub fn collect_garbage(&self) -> io::Result<()> {
         let stamp = self.root.join("gc.stamp");
@@ -428,8 +428,9 @@ impl Journal {
                     .metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TMP));
-                if old {
-                    let _ = fs::remove_dir_all(tmp.path());
+                // Claims being built are directories; stdin spools are files.
+                if old && fs::remove_dir_all(tmp.path()).is_err() {
+                    let _ = fs::remove_file(tmp.path());
                 }
             }
         }
@@ -575,6 +576,17 @@ mod tests {
         assert!(old.same_request(&other));
         let longer = Record::claim("v", "k", &args(&["k"]), None, &print(3, Some("aa")));
         assert!(!old.same_request(&longer));
+    }
+
+    #[test]
+    fn a_stale_stdin_spool_is_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let (path, file) = j.spool_file().unwrap();
+        file.set_modified(SystemTime::now() - 2 * STALE_TMP)
+            .unwrap();
+        j.collect_garbage().unwrap();
+        assert!(!path.exists(), "a spool left by a killed shim stayed");
     }
 
     #[test]
