@@ -471,7 +471,7 @@ pub fn make_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-pub fn create_private(path: &Path) -> io::Result<File> {
+fn create_private(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
