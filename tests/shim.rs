@@ -7,17 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use common::shim_fixture::{Laptop, PATIENCE};
+use common::shim_fixture::{Laptop, PATIENCE, b64, text, uuid};
 use common::wait_until;
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 /// The full answer of turn `uuid` saying `said`: stdout and stderr.
 fn answer(uuid: &str, said: &str) -> (String, String) {
@@ -25,10 +16,6 @@ fn answer(uuid: &str, said: &str) -> (String, String) {
         format!("first half of {uuid}\nreply to {uuid}: {said}\n"),
         format!("note for {uuid}\n"),
     )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -93,7 +80,7 @@ fn the_same_key_with_other_arguments_is_refused() {
     assert!(other.stdout.is_empty());
     let err = text(&other.stderr);
     assert!(
-        err.starts_with("tether shim: ") && err.contains("other arguments"),
+        err.starts_with("tether shim: ") && err.contains("same key, other request"),
         "{err}"
     );
     assert_eq!(laptop.starts_of(&turn), 1);
@@ -318,7 +305,7 @@ fn the_operator_finds_a_turn_by_uuid_and_checks_the_config() {
 }
 
 #[test]
-fn a_plain_verb_runs_in_place_with_the_callers_exit_status() {
+fn a_plain_verb_runs_with_the_callers_exit_status() {
     let laptop = Laptop::start();
     let out = laptop.ssh("exit 7", b"");
     assert_eq!(out.status.code(), Some(7), "{out:?}");
@@ -328,7 +315,7 @@ fn a_plain_verb_runs_in_place_with_the_callers_exit_status() {
         laptop.runs().iter().filter(|r| r.event == "start").count(),
         2
     );
-    // The shim became the command, so its audit line (written as it started) has no status.
+    // The audit line is written before the command starts, so it has no status.
     let audit = laptop.audit();
     assert_eq!(audit.len(), 2);
     for line in &audit {

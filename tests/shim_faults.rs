@@ -7,23 +7,10 @@ mod common;
 
 use std::fs;
 
-use base64::Engine;
 use common::procs;
-use common::shim_fixture::{Laptop, PATIENCE, cmdline};
+use common::shim_fixture::{Laptop, PATIENCE, b64, cmdline, text, uuid};
 use common::wait_until;
 use nix::sys::signal::Signal;
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 fn full_answer(uuid: &str, said: &str) -> String {
     format!("first half of {uuid}\nreply to {uuid}: {said}\n")
@@ -166,7 +153,7 @@ fn refused_requests_through_ssh_exit_2_and_run_nothing() {
     let laptop = Laptop::start();
     let turn = uuid();
     let cases = [
-        ("rm -rf /", "unknown verb \"rm\""),
+        ("rm -rf /", "unknown verb: it is not in shim.toml"),
         (
             &*format!("run-turn s1 $(id) {}", b64("x")),
             "argument 2: byte 0",

@@ -4,19 +4,10 @@
 
 mod common;
 
-use base64::Engine;
-use common::shim_fixture::{Laptop, PATIENCE};
+use common::shim_fixture::{Laptop, PATIENCE, b64, uuid};
 use common::tether::{Tether, TetherConfig};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-
-fn b64(text: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
-}
 
 fn full_answer(uuid: &str, said: &str) -> String {
     format!("first half of {uuid}\nreply to {uuid}: {said}\n")

@@ -1,31 +1,30 @@
-//! One invocation by sshd: load the config, check `SSH_ORIGINAL_COMMAND`, run the verb (in
-//! place of this process when there is nothing to wait for, as a child, or through the journal
-//! when it has a `key_arg`), write the audit line, exit with the command's status, or 2 with
-//! one `tether shim: …` line when refused.
+//! One invocation by sshd: load the config and check that it can be trusted, check
+//! `SSH_ORIGINAL_COMMAND`, decide, write the invocation's one audit line for that decision
+//! before anything runs (a call that cannot be audited is refused while `audit_required`),
+//! then run the verb (a child under its timeout, or through the journal when it has a
+//! `key_arg`) and exit with its status, or 2 with one `tether shim: …` line when refused.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
+use std::cell::Cell;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::audit::{self, Outcome};
-use super::config;
+use super::config::{self, AuditConfig, DEFAULT_AUDIT_MAX_BYTES, Limits, ShimConfig};
 use super::journal::{Journal, Record};
-use super::keyed;
-use super::process;
-use super::queue;
+use super::keyed::{self, Keyed};
+use super::queue::{self, Ticket, Turn};
 use super::request::{self, Request};
+use super::spool::Spool;
+use super::{caller, env, process, strict};
 
 /// The exit status of a refused call.
 pub const REFUSED: u8 = 2;
 /// The audit's reason for a command that ran out of time.
 const TIMED_OUT: &str = "the command's timeout passed; its process group was killed";
-/// The most stdin a verb with `stdin = true` accepts (it is held in memory).
-pub const MAX_STDIN: usize = 64 << 20;
 
 /// How a call ended, for the exit status and the audit line.
 #[derive(Debug)]
@@ -47,22 +46,18 @@ impl Report {
         }
     }
 
+    /// Refused because a limit is reached: `busy: …`, which tether answers as `busy`,
+    /// retryable.
+    pub fn busy(reason: String) -> Report {
+        Report::refused(format!("busy: {reason}"))
+    }
+
     /// A keyed run that ended, as `record` says.
     pub fn ended(outcome: Outcome, record: &Record) -> Report {
         Report {
             outcome,
             exit_status: record.exit_status,
             reason: record.timed_out.then(|| TIMED_OUT.to_string()),
-            tell: false,
-        }
-    }
-
-    /// A plain command this process became: how it ends is the caller's to see.
-    fn ended_elsewhere() -> Report {
-        Report {
-            outcome: Outcome::Ran,
-            exit_status: None,
-            reason: None,
             tell: false,
         }
     }
@@ -90,56 +85,122 @@ struct Seen<'r> {
     key: Option<&'r str>,
     lock: Option<&'r str>,
     args_bytes: usize,
-    stdin_bytes: usize,
+    stdin_bytes: u64,
 }
 
-/// Handles the call sshd gave us; the process's exit status.
-pub fn run(config_path: &Path) -> u8 {
-    let started = Instant::now();
-    let ts = OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    let ssh_client = std::env::var("SSH_CLIENT").ok();
-    let client = audit::client(ssh_client.as_deref());
-    let finish = |audit_log: Option<&Path>, seen: &Seen, report: Report| -> u8 {
+/// When and from where the invocation came.
+struct Start {
+    ts: String,
+    client: Option<String>,
+    at: Instant,
+}
+
+impl Start {
+    fn now() -> Start {
+        let ssh_client = std::env::var("SSH_CLIENT").ok();
+        Start {
+            ts: OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+            client: audit::client(ssh_client.as_deref()).map(str::to_string),
+            at: Instant::now(),
+        }
+    }
+
+    fn gate<'a>(&'a self, audit: &'a AuditConfig, seen: Seen<'a>) -> Gate<'a> {
+        Gate {
+            start: self,
+            audit,
+            seen,
+            written: Cell::new(false),
+        }
+    }
+}
+
+/// Writes the invocation's one audit line, at the moment the shim decides what the call gets.
+pub struct Gate<'a> {
+    start: &'a Start,
+    audit: &'a AuditConfig,
+    seen: Seen<'a>,
+    written: Cell<bool>,
+}
+
+impl Gate<'_> {
+    /// Audits the decision to run, attach or replay; `Err` (a refusal: nothing may run) when
+    /// the line cannot be written and the audit is required.
+    pub fn decide(&self, outcome: Outcome, exit_status: Option<i32>) -> Result<(), String> {
+        self.write(outcome, exit_status, None)
+    }
+
+    fn write(
+        &self,
+        outcome: Outcome,
+        exit_status: Option<i32>,
+        reason: Option<&str>,
+    ) -> Result<(), String> {
+        let Some(path) = &self.audit.path else {
+            return Ok(());
+        };
+        if self.written.replace(true) {
+            return Ok(());
+        }
+        let line = audit::Line {
+            ts: &self.start.ts,
+            client: self.start.client.as_deref(),
+            verb: self.seen.verb,
+            key: self.seen.key,
+            lock: self.seen.lock,
+            args_bytes: self.seen.args_bytes,
+            stdin_bytes: self.seen.stdin_bytes,
+            outcome,
+            exit_status,
+            duration_ms: (self.start.at.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            reason,
+        };
+        let Err(e) = audit::append(path, self.audit.max_bytes, &line) else {
+            return Ok(());
+        };
+        let why = format!("cannot write the audit log {}: {e}", path.display());
+        if self.audit.required {
+            Err(format!("{why}; nothing ran (audit_required)"))
+        } else {
+            eprintln!("tether shim: {why}");
+            Ok(())
+        }
+    }
+
+    /// Ends the call: a refusal is audited (unless a decision was already), the caller told.
+    fn finish(&self, report: Report) -> u8 {
+        if report.outcome == Outcome::Refused {
+            let _ = self.write(report.outcome, report.exit_status, report.reason.as_deref());
+        }
         if report.tell
             && let Some(reason) = &report.reason
         {
             eprintln!("tether shim: {reason}");
         }
-        if let Some(path) = audit_log {
-            let line = audit::Line {
-                ts: ts.clone(),
-                client,
-                verb: seen.verb,
-                key: seen.key,
-                lock: seen.lock,
-                args_bytes: seen.args_bytes,
-                stdin_bytes: seen.stdin_bytes,
-                outcome: report.outcome,
-                exit_status: report.exit_status,
-                duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-                reason: report.reason.as_deref(),
-            };
-            if let Err(e) = audit::append(path, &line) {
-                eprintln!(
-                    "tether shim: cannot write the audit log {}: {e}",
-                    path.display()
-                );
-            }
-        }
         report.exit_code()
-    };
+    }
+}
 
+/// Handles the call sshd gave us; the process's exit status.
+pub fn run(config_path: &Path) -> u8 {
+    let start = Start::now();
     let config = match config::load(config_path) {
         Ok(config) => config,
         Err(problems) => {
             let reason = format!("the shim's config is unusable: {}", problems.join("; "));
-            let hint = config::audit_log_hint(config_path);
-            return finish(hint.as_deref(), &Seen::default(), Report::refused(reason));
+            let audit = AuditConfig {
+                path: config::audit_log_hint(config_path),
+                max_bytes: DEFAULT_AUDIT_MAX_BYTES,
+                required: true,
+            };
+            return start
+                .gate(&audit, Seen::default())
+                .finish(Report::refused(reason));
         }
     };
-    let audit_log = config.audit_log.as_deref();
+    let audit = config.audit();
     let command = std::env::var_os("SSH_ORIGINAL_COMMAND");
     let request = match request::parse(command.as_deref(), &config) {
         Ok(request) => request,
@@ -148,94 +209,114 @@ pub fn run(config_path: &Path) -> u8 {
                 verb: refusal.verb.as_deref(),
                 ..Seen::default()
             };
-            return finish(audit_log, &seen, Report::refused(refusal.reason));
+            return start
+                .gate(&audit, seen)
+                .finish(Report::refused(refusal.reason));
         }
     };
-    let mut seen = Seen {
-        verb: Some(&request.name),
-        key: request.key(),
-        lock: request.lock(),
-        args_bytes: request.args_bytes(),
-        stdin_bytes: 0,
-    };
-    let stdin = match read_stdin(&request) {
-        Ok(stdin) => stdin,
-        Err(reason) => return finish(audit_log, &seen, Report::refused(reason)),
-    };
-    seen.stdin_bytes = stdin.as_ref().map_or(0, Vec::len);
-    let verb = request.verb;
-    if verb.key_arg.is_none() && verb.lock_arg.is_none() && verb.timeout.is_none() && !verb.stdin {
-        return hand_over(&request, |report| finish(audit_log, &seen, report));
+    let mut gate = start.gate(
+        &audit,
+        Seen {
+            verb: Some(&request.name),
+            key: request.key(),
+            lock: request.lock(),
+            args_bytes: request.args_bytes(),
+            stdin_bytes: 0,
+        },
+    );
+    let untrusted = strict::problems(config_path, &config);
+    if !untrusted.is_empty() {
+        return gate.finish(Report::refused(untrusted.join("; ")));
     }
     let journal = Journal::new(&config.journal_dir, config.retention);
-    let report = match request.key() {
-        Some(key) => keyed::run(&journal, &request, key, stdin),
-        None => plain(&journal, &request, stdin),
+    let Some(key) = request.key() else {
+        let report = plain(&config, &journal, &request, &gate);
+        return gate.finish(report);
     };
-    finish(audit_log, &seen, report)
-}
-
-/// The caller's stdin, for a verb that takes it (tether always ends it with EOF).
-fn read_stdin(request: &Request) -> Result<Option<Vec<u8>>, String> {
-    if !request.verb.stdin {
-        return Ok(None);
-    }
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(MAX_STDIN as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read stdin: {e}"))?;
-    if bytes.len() > MAX_STDIN {
-        return Err(format!("stdin is over {MAX_STDIN} bytes"));
-    }
-    Ok(Some(bytes))
-}
-
-/// A plain verb with nothing to wait for (no lock, timeout or stdin) becomes the command:
-/// one process less per call. Its audit line is written as it starts, so its exit status
-/// there is null (the caller gets it from the command itself). Returns only if that fails.
-fn hand_over(request: &Request, audit: impl FnOnce(Report) -> u8) -> u8 {
-    let exec = &request.verb.exec;
-    let cannot = |e: std::io::Error| Report {
-        outcome: Outcome::Ran,
-        exit_status: Some(process::not_started(&e)),
-        reason: Some(format!("cannot run {}: {e}", exec.program().display())),
-        tell: true,
+    let stdin = match request.verb.stdin {
+        false => None,
+        true => match Spool::read(&journal, std::io::stdin().lock()) {
+            Ok(spool) => Some(spool),
+            Err(reason) => return gate.finish(Report::refused(reason)),
+        },
     };
-    if let Err(e) = process::executable(exec.program()) {
-        return audit(cannot(e));
-    }
-    audit(Report::ended_elsewhere());
-    let e = Command::new(exec.program())
-        .args(exec.args(&request.args))
-        .exec();
-    eprintln!("tether shim: cannot run {}: {e}", exec.program().display());
-    cannot(e).exit_code()
+    gate.seen.stdin_bytes = stdin.as_ref().map_or(0, |s| s.print.bytes);
+    let call = Keyed {
+        journal: &journal,
+        config: &config,
+        request: &request,
+        key,
+    };
+    let report = keyed::run(&call, stdin, &gate);
+    gate.finish(report)
 }
 
-/// A verb without `key_arg`: runs with the caller's stdout and stderr, after its turn when it
-/// has a `lock_arg`.
-fn plain(journal: &Journal, request: &Request, stdin: Option<Vec<u8>>) -> Report {
+/// Takes a place in the queue for lock `value`; a busy refusal when it is full.
+pub fn join_queue(journal: &Journal, value: &str, limits: &Limits) -> Result<Ticket, Report> {
+    match queue::draw(&journal.locks_dir(), value, limits.max_queued) {
+        Ok(Some(ticket)) => Ok(ticket),
+        Ok(None) => Err(Report::busy(format!(
+            "{} calls already wait for this lock, the most max_queued allows; send it again later",
+            limits.max_queued
+        ))),
+        Err(e) => Err(Report::refused(format!("cannot join the queue: {e}"))),
+    }
+}
+
+/// A verb without `key_arg`: runs under its timeout with the caller's stdin (if it takes it),
+/// stdout and stderr, after its turn when it has a `lock_arg`. A caller that leaves while it
+/// waits for its turn is dropped: nothing runs.
+fn plain(config: &ShimConfig, journal: &Journal, request: &Request, gate: &Gate) -> Report {
     let ticket = match request.lock() {
-        Some(value) => {
-            let turn = queue::draw(&journal.locks_dir(), value)
-                .and_then(|t| queue::wait_turn(&t.path).map(|()| t));
-            match turn {
-                Ok(ticket) => Some(ticket),
-                Err(e) => return Report::refused(format!("cannot join the queue: {e}")),
-            }
-        }
+        Some(value) => match wait_for_turn(journal, value, &config.limits) {
+            Ok(ticket) => Some(ticket),
+            Err(refusal) => return refusal,
+        },
         None => None,
     };
-    let exec = &request.verb.exec;
-    let mut cmd = Command::new(exec.program());
-    cmd.args(exec.args(&request.args));
-    let result = process::run(&mut cmd, stdin, request.verb.timeout);
+    let report = match gate.decide(Outcome::Ran, None) {
+        Ok(()) => run_plain(config, request),
+        Err(why) => Report::refused(why),
+    };
     if let Some(ticket) = ticket {
         queue::release(&ticket.path);
     }
-    match result {
+    report
+}
+
+fn wait_for_turn(journal: &Journal, value: &str, limits: &Limits) -> Result<Ticket, Report> {
+    let ticket = join_queue(journal, value, limits)?;
+    let deadline = Instant::now() + limits.queue_wait;
+    let turn = queue::wait_turn(&ticket.path, deadline, caller::gone);
+    if !matches!(turn, Ok(Turn::Mine)) {
+        queue::release(&ticket.path);
+    }
+    match turn {
+        Ok(Turn::Mine) => Ok(ticket),
+        Ok(Turn::TimedOut) => Err(Report::busy(format!(
+            "waited {} (queue_wait) for its turn and nothing ran; send it again",
+            humantime::format_duration(limits.queue_wait)
+        ))),
+        Ok(Turn::CallerLeft) => Err(Report {
+            tell: false,
+            ..Report::refused("the caller left while it waited for its turn; nothing ran".into())
+        }),
+        Err(e) => Err(Report::refused(format!("cannot wait for its turn: {e}"))),
+    }
+}
+
+fn run_plain(config: &ShimConfig, request: &Request) -> Report {
+    let verb = request.verb;
+    let exec = &verb.exec;
+    let mut cmd = Command::new(exec.program());
+    cmd.args(exec.args(&request.args));
+    env::apply(&mut cmd, &env::for_verb(&config.path, &verb.pass_env));
+    let stdin = if verb.stdin {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    match process::run(&mut cmd, stdin, verb.timeout) {
         Ok(finished) => Report {
             outcome: Outcome::Ran,
             exit_status: Some(finished.status),

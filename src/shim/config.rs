@@ -1,5 +1,6 @@
-//! `shim.toml`: where the journal and audit log live, how long finished entries are kept, and
-//! the verbs the shim runs (docs/shim.md). [`load`] reports every problem at once.
+//! `shim.toml`: where the journal and audit log live, how long finished entries are kept, the
+//! limits a laptop survives, and the verbs the shim runs (docs/shim.md). [`load`] reports every
+//! problem at once.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,22 @@ pub const DEFAULT_JOURNAL_DIR: &str = "~/.local/state/tether/journal";
 pub const DEFAULT_AUDIT_LOG: &str = "~/.local/state/tether/audit.jsonl";
 /// How long a finished journal entry is kept (and replayed).
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Keyed runs under way at once (queued or running: each is a supervisor process).
+pub const DEFAULT_MAX_RUNNING: usize = 8;
+/// Calls waiting behind one lock value.
+pub const DEFAULT_MAX_QUEUED: usize = 16;
+/// How long a call waits for its lock before it is refused as busy.
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(600);
+/// Each of a journal entry's stdout and stderr is cut at this size.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 16 << 20;
+/// The journal's entries together; the oldest finished ones go first.
+pub const DEFAULT_MAX_JOURNAL_BYTES: u64 = 1 << 30;
+/// The audit log is rotated at this size (three rotated files are kept).
+pub const DEFAULT_AUDIT_MAX_BYTES: u64 = 64 << 20;
+/// PATH of a verb program.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+/// A verb's command is killed after this, plain verbs too.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The checked configuration.
 #[derive(Debug)]
@@ -23,8 +40,42 @@ pub struct ShimConfig {
     pub journal_dir: PathBuf,
     /// `None` when disabled.
     pub audit_log: Option<PathBuf>,
+    pub audit_max_bytes: u64,
+    /// A call whose audit line cannot be written is refused.
+    pub audit_required: bool,
     pub retention: Duration,
+    pub limits: Limits,
+    /// PATH of verb programs.
+    pub path: String,
     pub verbs: BTreeMap<String, Verb>,
+}
+
+/// Where and how the audit log is written.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: Option<PathBuf>,
+    pub max_bytes: u64,
+    pub required: bool,
+}
+
+impl ShimConfig {
+    pub fn audit(&self) -> AuditConfig {
+        AuditConfig {
+            path: self.audit_log.clone(),
+            max_bytes: self.audit_max_bytes,
+            required: self.audit_required,
+        }
+    }
+}
+
+/// What the shim takes on at once (docs/shim.md, "Limits").
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_running: usize,
+    pub max_queued: usize,
+    pub queue_wait: Duration,
+    pub max_output_bytes: u64,
+    pub max_journal_bytes: u64,
 }
 
 /// One allowed verb.
@@ -38,7 +89,23 @@ pub struct Verb {
     /// 1-based index of the argument whose calls run one at a time.
     pub lock_arg: Option<usize>,
     pub stdin: bool,
-    pub timeout: Option<Duration>,
+    pub timeout: Duration,
+    /// This verb's own cap on keyed runs at once, under the overall one.
+    pub max_running: Option<usize>,
+    /// Whether an argument may start with `-` (and so be read as an option).
+    pub allow_dash: bool,
+    /// Patterns an argument must match, by 1-based index.
+    pub arg_patterns: BTreeMap<usize, ArgPattern>,
+    /// Variables passed from the shim's environment to the program.
+    pub pass_env: Vec<String>,
+}
+
+/// One `arg_patterns` entry: the text (for messages) and the compiled pattern, which must
+/// match the whole argument.
+#[derive(Debug)]
+pub struct ArgPattern {
+    pub text: String,
+    pub regex: regex_automata::meta::Regex,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +115,15 @@ struct RawConfig {
     audit_log: Option<String>,
     #[serde(default, with = "humantime_serde")]
     retention: Option<Duration>,
+    max_running: Option<usize>,
+    max_queued: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    queue_wait: Option<Duration>,
+    max_output_bytes: Option<u64>,
+    max_journal_bytes: Option<u64>,
+    audit_max_bytes: Option<u64>,
+    audit_required: Option<bool>,
+    path: Option<String>,
     #[serde(default)]
     verbs: BTreeMap<String, RawVerb>,
 }
@@ -65,6 +141,13 @@ struct RawVerb {
     stdin: bool,
     #[serde(default, with = "humantime_serde")]
     timeout: Option<Duration>,
+    max_running: Option<usize>,
+    #[serde(default)]
+    allow_dash: bool,
+    #[serde(default)]
+    arg_patterns: BTreeMap<String, String>,
+    #[serde(default)]
+    pass_env: Vec<String>,
 }
 
 /// The config file: `--config`, else `$XDG_CONFIG_HOME/tether/shim.toml`, else
@@ -113,8 +196,35 @@ fn check(raw: RawConfig) -> Result<ShimConfig, Vec<String>> {
             None
         });
     let retention = raw.retention.unwrap_or(DEFAULT_RETENTION);
-    if retention.is_zero() {
-        errors.push("retention: must be more than 0".into());
+    let limits = Limits {
+        max_running: raw.max_running.unwrap_or(DEFAULT_MAX_RUNNING),
+        max_queued: raw.max_queued.unwrap_or(DEFAULT_MAX_QUEUED),
+        queue_wait: raw.queue_wait.unwrap_or(DEFAULT_QUEUE_WAIT),
+        max_output_bytes: raw.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT_BYTES),
+        max_journal_bytes: raw.max_journal_bytes.unwrap_or(DEFAULT_MAX_JOURNAL_BYTES),
+    };
+    let audit_max_bytes = raw.audit_max_bytes.unwrap_or(DEFAULT_AUDIT_MAX_BYTES);
+    let zero = [
+        ("retention", retention.is_zero()),
+        ("max_running", limits.max_running == 0),
+        ("queue_wait", limits.queue_wait.is_zero()),
+        ("max_output_bytes", limits.max_output_bytes == 0),
+        ("max_journal_bytes", limits.max_journal_bytes == 0),
+    ];
+    for (key, _) in zero.iter().filter(|(_, bad)| *bad) {
+        errors.push(format!("{key}: must be more than 0"));
+    }
+    if audit_max_bytes < MIN_AUDIT_BYTES {
+        errors.push(format!(
+            "audit_max_bytes: must be at least {MIN_AUDIT_BYTES}"
+        ));
+    }
+    let path = raw.path.unwrap_or_else(|| DEFAULT_PATH.to_string());
+    if path.split(':').any(|dir| !dir.starts_with('/')) {
+        errors.push(format!(
+            "path: {path:?} must be absolute directories joined by ':' (an empty or relative \
+             entry would run programs from sshd's working directory)"
+        ));
     }
     if raw.verbs.is_empty() {
         errors.push("[verbs]: no verb is configured, so every call would be refused".into());
@@ -133,7 +243,11 @@ fn check(raw: RawConfig) -> Result<ShimConfig, Vec<String>> {
         Ok(ShimConfig {
             journal_dir,
             audit_log,
+            audit_max_bytes,
+            audit_required: raw.audit_required.unwrap_or(true),
             retention,
+            limits,
+            path,
             verbs,
         })
     } else {
@@ -181,6 +295,20 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
     if v.timeout.is_some_and(|t| t.is_zero()) {
         errors.push(format!("{at}.timeout: must be more than 0"));
     }
+    if v.max_running == Some(0) {
+        errors.push(format!("{at}.max_running: must be more than 0"));
+    }
+    if v.max_running.is_some() && v.key_arg.is_none() {
+        errors.push(format!(
+            "{at}.max_running: counts keyed runs, and this verb has no key_arg"
+        ));
+    }
+    let arg_patterns = arg_patterns(at, max_args, v.arg_patterns, errors);
+    for name in &v.pass_env {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            errors.push(format!("{at}.pass_env: {name:?} is not a variable name"));
+        }
+    }
     if errors.len() > before {
         return None;
     }
@@ -191,9 +319,48 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
         key_arg: v.key_arg,
         lock_arg: v.lock_arg,
         stdin: v.stdin,
-        timeout: v.timeout,
+        timeout: v.timeout.unwrap_or(DEFAULT_TIMEOUT),
+        max_running: v.max_running,
+        allow_dash: v.allow_dash,
+        arg_patterns,
+        pass_env: v.pass_env,
     })
 }
+
+/// `arg_patterns = {1 = "^[a-z0-9-]+$"}`: each key an argument index, each value a pattern.
+fn arg_patterns(
+    at: &str,
+    max_args: usize,
+    raw: BTreeMap<String, String>,
+    errors: &mut Vec<String>,
+) -> BTreeMap<usize, ArgPattern> {
+    let mut patterns = BTreeMap::new();
+    for (index, text) in raw {
+        let Some(i) = index
+            .parse::<usize>()
+            .ok()
+            .filter(|i| (1..=max_args).contains(i))
+        else {
+            errors.push(format!(
+                "{at}.arg_patterns: {index:?} is not an argument index (1 to {max_args})"
+            ));
+            continue;
+        };
+        let built = regex_automata::meta::Regex::builder()
+            .syntax(regex_automata::util::syntax::Config::new().unicode(false))
+            .build(&format!("^(?:{text})$"));
+        match built {
+            Ok(regex) => {
+                patterns.insert(i, ArgPattern { text, regex });
+            }
+            Err(e) => errors.push(format!("{at}.arg_patterns.{i}: {e}")),
+        }
+    }
+    patterns
+}
+
+/// The smallest `audit_max_bytes`: a few lines must fit before a rotation.
+const MIN_AUDIT_BYTES: u64 = 64 << 10;
 
 /// `""` disables the audit log; anything else is a path.
 fn audit_path(value: &str) -> Result<Option<PathBuf>, String> {
@@ -264,10 +431,49 @@ mod tests {
         let turn = &config.verbs["run-turn"];
         assert_eq!((turn.min_args, turn.max_args), (3, 3));
         assert_eq!((turn.key_arg, turn.lock_arg), (Some(2), Some(1)));
-        assert_eq!(turn.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(turn.timeout, Duration::from_secs(600));
         let health = &config.verbs["health"];
         assert_eq!((health.min_args, health.max_args), (0, 1));
         assert!(!health.stdin && health.key_arg.is_none());
+        // The documented defaults, a plain verb's timeout among them.
+        assert_eq!(health.timeout, DEFAULT_TIMEOUT);
+        assert!(!health.allow_dash);
+        assert_eq!(config.limits.max_running, 8);
+        assert_eq!(config.limits.max_queued, 16);
+        assert_eq!(config.limits.queue_wait, Duration::from_secs(600));
+        assert_eq!(config.limits.max_output_bytes, 16 << 20);
+        assert_eq!(config.limits.max_journal_bytes, 1 << 30);
+        assert_eq!(config.audit_max_bytes, 64 << 20);
+        assert!(config.audit_required);
+        assert_eq!(config.path, "/usr/local/bin:/usr/bin:/bin");
+    }
+
+    #[test]
+    fn limits_patterns_and_env_are_checked() {
+        let errors = parse(
+            r#"
+            max_running = 0
+            path = "/bin:relative"
+            [verbs.a]
+            exec = ["/bin/x", "{1}"]
+            args = 1
+            arg_patterns = {1 = "[a-z", 2 = "x"}
+            pass_env = ["A=B"]
+            max_running = 2
+            "#,
+        )
+        .unwrap_err();
+        let all = errors.join("\n");
+        for needle in [
+            "max_running: must be more than 0",
+            "path: \"/bin:relative\" must be absolute",
+            "verbs.a.arg_patterns.1:",
+            "verbs.a.arg_patterns: \"2\" is not an argument index (1 to 1)",
+            "verbs.a.pass_env: \"A=B\"",
+            "verbs.a.max_running: counts keyed runs",
+        ] {
+            assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
+        }
     }
 
     #[test]

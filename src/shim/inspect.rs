@@ -1,7 +1,9 @@
 //! The operator's commands on the laptop, both read-only: `tether shim --check` (is the config
-//! usable here?) and `tether shim --journal [KEY]` (what happened to a call?).
+//! usable and safe here?) and `tether shim --journal [KEY]` (what happened to a call?), whose
+//! reader may stop early (`| head`): a closed pipe ends it quietly.
 
 use std::fs;
+use std::io::{self, Write};
 use std::path::Path;
 
 use time::OffsetDateTime;
@@ -9,19 +11,19 @@ use time::format_description::well_known::Rfc3339;
 
 use super::config::{self, ShimConfig};
 use super::journal::{Entry, Journal, Record};
-use super::process;
+use super::{process, strict};
 
 /// sysexits' EX_CONFIG, as `tether serve` uses for an invalid config.
 pub const EXIT_CONFIG: u8 = 78;
 
-/// Validates the config and that every verb's program exists and is executable; prints every
-/// problem. 0 when usable, 78 when not.
+/// Validates the config, that every verb's program exists and is executable, and that nobody
+/// else can write them; prints every problem. 0 when usable, 78 when not.
 pub fn check(path: &Path) -> u8 {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(problems) => return report(&problems),
     };
-    let mut problems = Vec::new();
+    let mut problems = strict::problems(path, &config);
     for (name, verb) in &config.verbs {
         let program = verb.exec.program();
         if let Err(e) = process::executable(program) {
@@ -37,7 +39,16 @@ pub fn check(path: &Path) -> u8 {
     if !problems.is_empty() {
         return report(&problems);
     }
-    let verbs: Vec<&str> = config.verbs.keys().map(String::as_str).collect();
+    let verbs: Vec<String> = config
+        .verbs
+        .iter()
+        .map(|(name, verb)| {
+            format!(
+                "{name} (timeout {})",
+                humantime::format_duration(verb.timeout)
+            )
+        })
+        .collect();
     println!(
         "tether shim: {} is valid: verbs {}; journal {}; audit log {}",
         path.display(),
@@ -75,23 +86,32 @@ pub fn journal(path: &Path, key: Option<&str>) -> u8 {
             return 1;
         }
     };
-    match key {
-        None => {
-            list(&entries);
-            0
+    let mut out = io::stdout().lock();
+    let shown = match key {
+        None => list(&mut out, &entries).map(|()| 0),
+        Some(key) => show(&mut out, &config, &journal, &entries, key),
+    };
+    match shown.and_then(|code| out.flush().map(|()| code)) {
+        Ok(code) => code,
+        // The reader has what it wanted (`| head`).
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("tether shim: cannot write the listing: {e}");
+            1
         }
-        Some(key) => show(&config, &journal, &entries, key),
     }
 }
 
-fn list(entries: &[Entry]) {
-    println!(
+fn list(out: &mut impl Write, entries: &[Entry]) -> io::Result<()> {
+    writeln!(
+        out,
         "{:<12} {:<8} {:>4} {:>10} {:>10} {:<24} {:<24} KEY",
         "VERB", "STATE", "EXIT", "STDOUT", "STDERR", "STARTED", "ENDED"
-    );
+    )?;
     for entry in entries {
         match entry.read() {
-            Ok(r) => println!(
+            Ok(r) => writeln!(
+                out,
                 "{:<12} {:<8} {:>4} {:>10} {:>10} {:<24} {:<24} {}",
                 r.verb,
                 r.state.as_str(),
@@ -101,13 +121,20 @@ fn list(entries: &[Entry]) {
                 at(r.started_ms),
                 at(r.ended_ms),
                 r.key
-            ),
-            Err(corrupt) => println!("{corrupt}"),
+            )?,
+            Err(corrupt) => writeln!(out, "{corrupt}")?,
         }
     }
+    Ok(())
 }
 
-fn show(config: &ShimConfig, journal: &Journal, entries: &[Entry], key: &str) -> u8 {
+fn show(
+    out: &mut impl Write,
+    config: &ShimConfig,
+    journal: &Journal,
+    entries: &[Entry],
+    key: &str,
+) -> io::Result<u8> {
     // A corrupt entry may be this key's: its directory name says.
     let named: Vec<Entry> = config.verbs.keys().map(|v| journal.entry(v, key)).collect();
     let mut found = 0;
@@ -115,12 +142,12 @@ fn show(config: &ShimConfig, journal: &Journal, entries: &[Entry], key: &str) ->
         match entry.read() {
             Ok(r) if r.key == key => {
                 found += 1;
-                details(entry, &r);
+                details(out, entry, &r)?;
             }
             Ok(_) => {}
             Err(corrupt) if named.iter().any(|n| n.dir == entry.dir) => {
                 found += 1;
-                println!("{corrupt}\n");
+                writeln!(out, "{corrupt}\n")?;
             }
             Err(_) => {}
         }
@@ -131,12 +158,12 @@ fn show(config: &ShimConfig, journal: &Journal, entries: &[Entry], key: &str) ->
             config.journal_dir.display(),
             humantime::format_duration(config.retention)
         );
-        return 1;
+        return Ok(1);
     }
-    0
+    Ok(0)
 }
 
-fn details(entry: &Entry, r: &Record) {
+fn details(out: &mut impl Write, entry: &Entry, r: &Record) -> io::Result<()> {
     let live = match entry.is_held() {
         Ok(true) => "yes (its supervisor is alive)",
         Ok(false) => "no",
@@ -149,21 +176,34 @@ fn details(entry: &Entry, r: &Record) {
         (Some(s), None, false) => s.to_string(),
     };
     let bytes = |b: Option<u64>| b.map_or("-".into(), |b| format!("{b} bytes"));
-    println!("entry   {}", entry.dir.display());
-    println!("verb    {}", r.verb);
-    println!("key     {}", r.key);
-    println!("lock    {}", r.lock.as_deref().unwrap_or("-"));
-    println!("state   {}", r.state.as_str());
-    println!("live    {live}");
-    println!("ticket  {}", r.ticket.map_or("-".into(), |t| t.to_string()));
-    println!("created {}", at(Some(r.created_ms)));
-    println!("started {}", at(r.started_ms));
-    println!("ended   {}", at(r.ended_ms));
-    println!("exit    {ended}");
-    println!("stdin   {}", bytes(Some(r.stdin_bytes)));
-    println!("stdout  {}", bytes(r.stdout_bytes));
-    println!("stderr  {}", bytes(r.stderr_bytes));
-    println!();
+    writeln!(out, "entry   {}", entry.dir.display())?;
+    writeln!(out, "verb    {}", r.verb)?;
+    writeln!(out, "key     {}", r.key)?;
+    writeln!(out, "lock    {}", r.lock.as_deref().unwrap_or("-"))?;
+    writeln!(out, "state   {}", r.state.as_str())?;
+    writeln!(out, "live    {live}")?;
+    writeln!(
+        out,
+        "ticket  {}",
+        r.ticket.map_or("-".into(), |t| t.to_string())
+    )?;
+    writeln!(out, "created {}", at(Some(r.created_ms)))?;
+    writeln!(out, "started {}", at(r.started_ms))?;
+    writeln!(out, "ended   {}", at(r.ended_ms))?;
+    writeln!(out, "exit    {ended}")?;
+    if r.not_run {
+        writeln!(
+            out,
+            "ran     no (it waited longer than queue_wait for its turn)"
+        )?;
+    }
+    writeln!(out, "stdin   {}", bytes(Some(r.stdin_bytes)))?;
+    writeln!(out, "stdout  {}", bytes(r.stdout_bytes))?;
+    writeln!(out, "stderr  {}", bytes(r.stderr_bytes))?;
+    if r.output_cut {
+        writeln!(out, "cut     yes (output reached max_output_bytes)")?;
+    }
+    writeln!(out)
 }
 
 /// Milliseconds since the epoch as RFC 3339, or "-".

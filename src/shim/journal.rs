@@ -2,7 +2,9 @@
 //! `<journal_dir>/entries`, holding
 //! - `entry.json`: the call's state, rewritten whole by write-then-rename at each step
 //!   (claimed, queued, running, done) so a reader never sees half of one;
-//! - `stdout`, `stderr`: the command's output, written by the command itself;
+//! - `stdout`, `stderr`: the command's output, written by the command itself, each cut at
+//!   `max_output_bytes`;
+//! - `stdin`: the caller's stdin, spooled (mode 0600) until the command has opened it;
 //! - `lock`: flock-held for as long as a process is responsible for the entry (the shim that
 //!   claimed it, then the supervisor it handed the lock to). A free lock on an unfinished entry
 //!   means that process died.
@@ -52,7 +54,8 @@ impl State {
 }
 
 /// `entry.json`. Never the arguments or stdin: their digest and size only. Unknown fields are
-/// ignored, so an older shim still reads a newer one's entries.
+/// ignored, so an older shim still reads a newer one's entries, and fields added since are
+/// optional, so this one reads an older one's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub verb: String,
@@ -61,6 +64,9 @@ pub struct Record {
     pub args_sha256: String,
     pub lock: Option<String>,
     pub stdin_bytes: u64,
+    /// SHA-256 of stdin: a repeat with other stdin is refused. `None` in an entry written by a
+    /// shim from before it was recorded: then only `stdin_bytes` is compared.
+    pub stdin_sha256: Option<String>,
     pub state: State,
     pub created_ms: u64,
     /// The place in the `lock_arg` queue (arrival order).
@@ -74,17 +80,38 @@ pub struct Record {
     pub timed_out: bool,
     pub stdout_bytes: Option<u64>,
     pub stderr_bytes: Option<u64>,
+    /// stdout or stderr reached `max_output_bytes` and was cut there.
+    #[serde(default)]
+    pub output_cut: bool,
+    /// Done without running: it waited longer than `queue_wait` for its turn. A repeat runs
+    /// the call afresh.
+    #[serde(default)]
+    pub not_run: bool,
+}
+
+/// What a keyed call's stdin was: its size and digest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdinPrint {
+    pub bytes: u64,
+    pub sha256: Option<String>,
 }
 
 impl Record {
-    /// A new claim for `verb` and `key` with these arguments.
-    pub fn claim(verb: &str, key: &str, args: &[String], lock: Option<&str>, stdin: u64) -> Self {
+    /// A new claim for `verb` and `key` with these arguments and stdin.
+    pub fn claim(
+        verb: &str,
+        key: &str,
+        args: &[String],
+        lock: Option<&str>,
+        stdin: &StdinPrint,
+    ) -> Self {
         Record {
             verb: verb.to_string(),
             key: key.to_string(),
             args_sha256: digest(args),
             lock: lock.map(str::to_string),
-            stdin_bytes: stdin,
+            stdin_bytes: stdin.bytes,
+            stdin_sha256: stdin.sha256.clone(),
             state: State::Claimed,
             created_ms: now_ms(),
             ticket: None,
@@ -96,7 +123,19 @@ impl Record {
             timed_out: false,
             stdout_bytes: None,
             stderr_bytes: None,
+            output_cut: false,
+            not_run: false,
         }
+    }
+
+    /// Whether `other` is the same request: arguments and stdin. An entry from before stdin
+    /// digests were kept matches a stdin of the same size.
+    pub fn same_request(&self, other: &Record) -> bool {
+        let same_stdin = match &self.stdin_sha256 {
+            Some(digest) => other.stdin_sha256.as_ref() == Some(digest),
+            None => self.stdin_bytes == other.stdin_bytes,
+        };
+        self.args_sha256 == other.args_sha256 && same_stdin
     }
 }
 
@@ -136,6 +175,20 @@ impl Entry {
 
     pub fn lock_path(&self) -> PathBuf {
         self.dir.join("lock")
+    }
+
+    /// The caller's stdin, spooled until the command opens it.
+    pub fn stdin_path(&self) -> PathBuf {
+        self.dir.join("stdin")
+    }
+
+    /// Bytes the entry's files take.
+    fn size(&self) -> u64 {
+        ["entry.json", "stdout", "stderr", "stdin"]
+            .iter()
+            .filter_map(|name| fs::metadata(self.dir.join(name)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     pub fn read(&self) -> Result<Record, Corrupt> {
@@ -209,8 +262,16 @@ impl Journal {
         }
     }
 
-    /// Publishes `record` as a new entry unless its verb and key already have one.
-    pub fn claim(&self, record: &Record) -> io::Result<Claim> {
+    /// A new file for spooling stdin, private, under `tmp`.
+    pub fn spool_file(&self) -> io::Result<(PathBuf, File)> {
+        make_dir(&self.tmp_dir())?;
+        let path = self.tmp_name("stdin");
+        Ok((path.clone(), create_private(&path)?))
+    }
+
+    /// Publishes `record` as a new entry unless its verb and key already have one; `stdin` (a
+    /// spooled file, see [`Journal::spool_file`]) moves into it.
+    pub fn claim(&self, record: &Record, stdin: Option<&Path>) -> io::Result<Claim> {
         let entry = self.entry(&record.verb, &record.key);
         if entry.dir.exists() {
             return Ok(Claim::Taken(entry));
@@ -220,6 +281,9 @@ impl Journal {
         lock.try_lock().map_err(io::Error::other)?;
         create_private(&tmp.join("stdout"))?;
         create_private(&tmp.join("stderr"))?;
+        if let Some(spooled) = stdin {
+            fs::rename(spooled, tmp.join("stdin"))?;
+        }
         write_atomically(&tmp, "entry.json", &serde_json::to_vec(record)?)?;
         make_dir(&self.entries_dir())?;
         match fs::rename(&tmp, &entry.dir) {
@@ -271,6 +335,47 @@ impl Journal {
         Ok(true)
     }
 
+    /// Removes the entry this process claimed and still holds (`lock`): nothing ran.
+    pub fn withdraw(&self, entry: &Entry, lock: File) -> io::Result<()> {
+        make_dir(&self.tmp_dir())?;
+        let trash = self.tmp_name("trash");
+        fs::rename(&entry.dir, &trash)?;
+        drop(lock);
+        fs::remove_dir_all(&trash)
+    }
+
+    /// Keeps the journal within `max_bytes`: removes finished entries, oldest first, until it
+    /// fits. `Err` with the bytes left when the unfinished entries alone are over it.
+    pub fn make_room(&self, max_bytes: u64) -> io::Result<Result<(), u64>> {
+        let entries = self.entries()?;
+        let mut total: u64 = entries.iter().map(Entry::size).sum();
+        if total <= max_bytes {
+            return Ok(Ok(()));
+        }
+        let mut finished: Vec<(u64, Entry)> = entries
+            .into_iter()
+            .filter_map(|e| {
+                let r = e.read().ok()?;
+                (r.state == State::Done).then(|| (r.ended_ms.unwrap_or(0), e))
+            })
+            .collect();
+        finished.sort_by_key(|(ended, _)| *ended);
+        for (_, entry) in finished {
+            if total <= max_bytes {
+                break;
+            }
+            let size = entry.size();
+            if self.remove_if(&entry, |r| r.state == State::Done)? {
+                total = total.saturating_sub(size);
+            }
+        }
+        Ok(if total <= max_bytes {
+            Ok(())
+        } else {
+            Err(total)
+        })
+    }
+
     /// Whether a finished entry is past its retention (and so forgotten).
     pub fn expired(&self, record: &Record) -> bool {
         record.state == State::Done
@@ -291,7 +396,7 @@ impl Journal {
     }
 
     /// Removes expired entries, unfinished ones abandoned longer than the retention, stale
-    /// claims, and lock queues idle for the retention; at most once per [`GC_EVERY`] (or per
+    /// claims and stdin spools, and lock queues idle for the retention; at most once per [`GC_EVERY`] (or per
     /// retention, if shorter). Corrupt entries stay for an operator to look at.
     pub fn collect_garbage(&self) -> io::Result<()> {
         let stamp = self.root.join("gc.stamp");
@@ -323,8 +428,9 @@ impl Journal {
                     .metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TMP));
-                if old {
-                    let _ = fs::remove_dir_all(tmp.path());
+                // Claims being built are directories; stdin spools are files.
+                if old && fs::remove_dir_all(tmp.path()).is_err() {
+                    let _ = fs::remove_file(tmp.path());
                 }
             }
         }
@@ -348,6 +454,13 @@ impl Journal {
         self.tmp_dir()
             .join(format!("{what}.{}.{nanos}", std::process::id()))
     }
+}
+
+/// The journal root of the entry in `dir` (`<root>/entries/<name>`).
+pub fn root_of(dir: &Path) -> &Path {
+    dir.parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/"))
 }
 
 /// Creates `dir` and its parents, private to the user.
@@ -412,7 +525,7 @@ fn digest(args: &[String]) -> String {
     hex(&hasher.finalize())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -440,18 +553,101 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn none() -> StdinPrint {
+        StdinPrint::default()
+    }
+
+    #[test]
+    fn stdin_is_part_of_the_request_and_old_entries_compare_by_size() {
+        let print = |bytes, hash: Option<&str>| StdinPrint {
+            bytes,
+            sha256: hash.map(str::to_string),
+        };
+        let first = Record::claim("v", "k", &args(&["k"]), None, &print(2, Some("aa")));
+        let same = Record::claim("v", "k", &args(&["k"]), None, &print(2, Some("aa")));
+        let other = Record::claim("v", "k", &args(&["k"]), None, &print(2, Some("bb")));
+        assert!(first.same_request(&same));
+        assert!(!first.same_request(&other));
+        // An entry written before stdin digests were kept: entry.json without the field.
+        let mut old = serde_json::to_value(&first).unwrap();
+        old.as_object_mut().unwrap().remove("stdin_sha256");
+        old.as_object_mut().unwrap().remove("output_cut");
+        let old: Record = serde_json::from_value(old).unwrap();
+        assert!(old.same_request(&other));
+        let longer = Record::claim("v", "k", &args(&["k"]), None, &print(3, Some("aa")));
+        assert!(!old.same_request(&longer));
+    }
+
+    #[test]
+    fn a_stale_stdin_spool_is_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let (path, file) = j.spool_file().unwrap();
+        file.set_modified(SystemTime::now() - 2 * STALE_TMP)
+            .unwrap();
+        j.collect_garbage().unwrap();
+        assert!(!path.exists(), "a spool left by a killed shim stayed");
+    }
+
+    #[test]
+    fn room_is_made_by_removing_the_oldest_finished_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let mut made = Vec::new();
+        for (key, ended) in [("old", 1), ("new", 2), ("live", 0)] {
+            let record = Record::claim("v", key, &args(&[key]), None, &none());
+            let Claim::Mine(entry, lock) = j.claim(&record, None).unwrap() else {
+                panic!()
+            };
+            fs::write(entry.stdout_path(), vec![b'x'; 10_000]).unwrap();
+            if ended > 0 {
+                let mut done = record.clone();
+                done.state = State::Done;
+                done.ended_ms = Some(ended);
+                entry.write(&done).unwrap();
+                drop(lock);
+            } else {
+                made.push(lock);
+            }
+        }
+        assert_eq!(j.make_room(25_000).unwrap(), Ok(()));
+        let left: Vec<String> = j
+            .entries()
+            .unwrap()
+            .iter()
+            .map(|e| e.read().unwrap().key)
+            .collect();
+        assert_eq!(left, ["live", "new"]);
+        let over = j.make_room(5_000).unwrap().unwrap_err();
+        assert!(over > 10_000, "{over}");
+        assert_eq!(
+            j.entries().unwrap().len(),
+            1,
+            "the running entry was removed"
+        );
+    }
+
     #[test]
     fn one_claim_per_verb_and_key() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
-        let record = Record::claim("run-turn", "k1", &args(&["s", "k1", "m"]), Some("s"), 0);
-        let Claim::Mine(entry, _lock) = j.claim(&record).unwrap() else {
+        let record = Record::claim(
+            "run-turn",
+            "k1",
+            &args(&["s", "k1", "m"]),
+            Some("s"),
+            &none(),
+        );
+        let Claim::Mine(entry, _lock) = j.claim(&record, None).unwrap() else {
             panic!("the first claim was not ours");
         };
         assert!(entry.is_held().unwrap());
-        assert!(matches!(j.claim(&record).unwrap(), Claim::Taken(_)));
-        let other_verb = Record::claim("reset", "k1", &args(&["k1"]), None, 0);
-        assert!(matches!(j.claim(&other_verb).unwrap(), Claim::Mine(..)));
+        assert!(matches!(j.claim(&record, None).unwrap(), Claim::Taken(_)));
+        let other_verb = Record::claim("reset", "k1", &args(&["k1"]), None, &none());
+        assert!(matches!(
+            j.claim(&other_verb, None).unwrap(),
+            Claim::Mine(..)
+        ));
         assert_eq!(entry.read().unwrap().state, State::Claimed);
     }
 
@@ -459,8 +655,8 @@ mod tests {
     fn a_held_entry_is_never_removed() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
-        let record = Record::claim("v", "k", &args(&["k"]), None, 0);
-        let Claim::Mine(entry, lock) = j.claim(&record).unwrap() else {
+        let record = Record::claim("v", "k", &args(&["k"]), None, &none());
+        let Claim::Mine(entry, lock) = j.claim(&record, None).unwrap() else {
             panic!()
         };
         assert!(!j.remove_if(&entry, |_| true).unwrap());
@@ -474,8 +670,8 @@ mod tests {
     fn a_torn_record_is_corrupt_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let j = journal(dir.path());
-        let record = Record::claim("v", "k", &args(&["k"]), None, 0);
-        let Claim::Mine(entry, _) = j.claim(&record).unwrap() else {
+        let record = Record::claim("v", "k", &args(&["k"]), None, &none());
+        let Claim::Mine(entry, _) = j.claim(&record, None).unwrap() else {
             panic!()
         };
         let text = fs::read(entry.dir.join("entry.json")).unwrap();
@@ -502,7 +698,7 @@ mod tests {
     fn expiry_follows_retention() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::new(dir.path(), Duration::from_millis(10));
-        let mut r = Record::claim("v", "k", &[], None, 0);
+        let mut r = Record::claim("v", "k", &[], None, &none());
         assert!(!j.expired(&r));
         r.state = State::Done;
         r.ended_ms = Some(now_ms() - 20);

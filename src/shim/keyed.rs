@@ -1,34 +1,52 @@
 //! A call with a `key_arg`: the first call with a verb and key runs the command detached and
 //! streams it; every later call within the retention runs nothing and gets the same output and
-//! exit status, attached while the run goes on or replayed after (docs/shim.md).
+//! exit status, attached while the run goes on or replayed after (docs/shim.md). A first run is
+//! admitted only within the limits (`max_running`, `max_queued`, `max_journal_bytes`), and
+//! every decision is audited before anything runs.
 
-use super::audit::Outcome;
-use super::call::Report;
+use std::fs::File;
+
+use super::audit::{Outcome, abbreviate};
+use super::call::{Gate, Report, join_queue};
+use super::config::ShimConfig;
+use super::env;
 use super::journal::{Claim, Entry, Journal, Record, State};
-use super::queue;
+use super::queue::{self, Ticket};
 use super::request::Request;
+use super::running::{self, Caps};
+use super::spool::Spool;
 use super::supervisor::{self, Handoff};
 use super::tail::{self, Ended, Failed};
 
 /// Claims are retried when the entry found goes away meanwhile (expired, or never started).
 const ATTEMPTS: usize = 3;
 
-/// Runs, attaches to or replays the call named by `key`.
-pub fn run(journal: &Journal, request: &Request, key: &str, stdin: Option<Vec<u8>>) -> Report {
+/// One keyed call: what it asks for and under which rules.
+pub struct Keyed<'a> {
+    pub journal: &'a Journal,
+    pub config: &'a ShimConfig,
+    pub request: &'a Request<'a>,
+    pub key: &'a str,
+}
+
+/// Runs, attaches to or replays the call named by `key`; `gate` audits the decision first.
+pub fn run(call: &Keyed, stdin: Option<Spool>, gate: &Gate) -> Report {
+    let (journal, request, key) = (call.journal, call.request, abbreviate(call.key));
     // Best effort: a journal that cannot be cleaned can still be used.
     let _ = journal.collect_garbage();
-    let stdin_bytes = stdin.as_ref().map_or(0, |s| s.len() as u64);
+    let print = stdin.as_ref().map(|s| s.print.clone()).unwrap_or_default();
     let claim = Record::claim(
         &request.name,
-        key,
+        call.key,
         &request.args,
         request.lock(),
-        stdin_bytes,
+        &print,
     );
     for _ in 0..ATTEMPTS {
-        let report = match journal.claim(&claim) {
-            Ok(Claim::Mine(entry, lock)) => first(journal, request, &entry, lock, stdin.as_deref()),
-            Ok(Claim::Taken(entry)) => repeat(journal, &claim, &entry),
+        let spooled = stdin.as_ref().map(Spool::path);
+        let report = match journal.claim(&claim, spooled) {
+            Ok(Claim::Mine(entry, lock)) => Some(first(call, &entry, lock, gate)),
+            Ok(Claim::Taken(entry)) => repeat(journal, &claim, &entry, gate),
             Err(e) => Some(Report::refused(format!(
                 "cannot write a journal entry for {key:?}: {e}"
             ))),
@@ -42,53 +60,107 @@ pub fn run(journal: &Journal, request: &Request, key: &str, stdin: Option<Vec<u8
     ))
 }
 
-/// This call claimed the key: hand it to a supervisor and stream the run.
-fn first(
-    journal: &Journal,
-    request: &Request,
-    entry: &Entry,
-    lock: std::fs::File,
-    stdin: Option<&[u8]>,
-) -> Option<Report> {
-    let ticket = match request.lock().map(|v| queue::draw(&journal.locks_dir(), v)) {
-        Some(Err(e)) => return Some(Report::refused(format!("cannot join the queue: {e}"))),
-        Some(Ok(ticket)) => Some(ticket),
-        None => None,
+/// This call claimed the key: within the limits, hand it to a supervisor and stream the run;
+/// else withdraw the claim (nothing ran) and refuse.
+fn first(call: &Keyed, entry: &Entry, lock: File, gate: &Gate) -> Report {
+    let (ticket, admit_later) = match admit(call, entry) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            running::leave(&entry.dir);
+            let _ = call.journal.withdraw(entry, lock);
+            return refusal;
+        }
     };
+    if let Err(why) = gate.decide(Outcome::Ran, None) {
+        if let Some(t) = &ticket {
+            queue::release(&t.path);
+        }
+        running::leave(&entry.dir);
+        let _ = call.journal.withdraw(entry, lock);
+        return Report::refused(why);
+    }
+    let (verb, limits) = (call.request.verb, &call.config.limits);
     let handoff = Handoff {
-        program: request.verb.exec.program().clone(),
-        args: request.verb.exec.args(&request.args),
-        timeout_ms: request
-            .verb
-            .timeout
-            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        stdin_bytes: stdin.map(|s| s.len() as u64),
+        program: verb.exec.program().clone(),
+        args: verb.exec.args(&call.request.args),
+        env: env::for_verb(&call.config.path, &verb.pass_env),
+        timeout_ms: millis(verb.timeout),
+        stdin: verb.stdin,
+        max_output_bytes: limits.max_output_bytes,
+        queue_wait_ms: millis(limits.queue_wait),
+        admit_later,
     };
-    if let Err(e) = supervisor::launch(entry, lock, ticket, &handoff, stdin) {
+    if let Err(e) = supervisor::launch(entry, lock, ticket, &handoff) {
         // Our lock is gone with the failed launch; the next call runs the key.
-        return Some(Report::refused(format!(
-            "cannot start the supervisor: {e}; nothing ran"
+        running::leave(&entry.dir);
+        return Report::refused(format!("cannot start the supervisor: {e}; nothing ran"));
+    }
+    follow(call.journal, entry, Outcome::Ran).unwrap_or_else(|| {
+        Report::refused("the supervisor ended before it started the command; nothing ran".into())
+    })
+}
+
+/// The limits a first run must be within: room in the journal, a place in its lock's queue,
+/// and a place under `max_running` now (or, when it queues, once its turn comes).
+fn admit(call: &Keyed, entry: &Entry) -> Result<(Option<Ticket>, Option<Caps>), Report> {
+    let limits = &call.config.limits;
+    let io = |what: &str, e: std::io::Error| Report::refused(format!("cannot {what}: {e}"));
+    if let Err(held) = call
+        .journal
+        .make_room(limits.max_journal_bytes)
+        .map_err(|e| io("measure the journal", e))?
+    {
+        return Err(Report::busy(format!(
+            "the journal's unfinished entries hold {held} bytes, over max_journal_bytes ({}); \
+             send it again once runs have ended",
+            limits.max_journal_bytes
         )));
     }
-    follow(journal, entry, Outcome::Ran)
+    let ticket = match call.request.lock() {
+        None => None,
+        Some(value) => Some(join_queue(call.journal, value, limits)?),
+    };
+    let caps = Caps {
+        verb: call.request.name.clone(),
+        overall: limits.max_running,
+        per_verb: call.request.verb.max_running,
+    };
+    if ticket.as_ref().is_some_and(|t| t.ahead > 0) {
+        return Ok((ticket, Some(caps)));
+    }
+    match running::admit(entry, &caps).map_err(|e| io("count the runs under way", e))? {
+        Ok(()) => Ok((ticket, None)),
+        Err(full) => {
+            if let Some(t) = &ticket {
+                queue::release(&t.path);
+            }
+            Err(Report::busy(full))
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The key has an entry: replay it, attach to it, or say why not. `None`: the entry went away
-/// (or was removed here because it is expired or never started), so claim again.
-fn repeat(journal: &Journal, claim: &Record, entry: &Entry) -> Option<Report> {
+/// (or was removed here because it is expired, never started or never ran), so claim again.
+fn repeat(journal: &Journal, claim: &Record, entry: &Entry, gate: &Gate) -> Option<Report> {
     let found = match entry.read() {
         Ok(found) => found,
         Err(_) if !entry.dir.exists() => return None,
         Err(corrupt) => return Some(Report::refused(corrupt.to_string())),
     };
-    if journal.expired(&found) {
-        let _ = journal.remove_if(entry, |r| journal.expired(r));
+    if journal.expired(&found) || found.not_run {
+        let _ = journal.remove_if(entry, |r| journal.expired(r) || r.not_run);
         return None;
     }
-    if found.args_sha256 != claim.args_sha256 {
+    if !found.same_request(claim) {
         return Some(Report::refused(format!(
-            "{} {:?} was first called with other arguments; a repeat must send the same ones",
-            claim.verb, claim.key
+            "same key, other request: {} {:?} was first called with other arguments or \
+             other stdin; a repeat must send the same request",
+            claim.verb,
+            abbreviate(&claim.key)
         )));
     }
     let held = match entry.is_held() {
@@ -100,15 +172,22 @@ fn repeat(journal: &Journal, claim: &Record, entry: &Entry) -> Option<Report> {
             )));
         }
     };
-    match (found.state, held) {
+    let outcome = match (found.state, held) {
         (State::Claimed, false) => {
             let _ = journal.remove_if(entry, |r| r.state == State::Claimed);
-            None
+            return None;
         }
-        (State::Done, _) => follow(journal, entry, Outcome::Replayed),
-        (_, false) => Some(abandoned(entry, &found)),
-        (_, true) => follow(journal, entry, Outcome::Attached),
+        (State::Done, _) => Outcome::Replayed,
+        (_, false) => return Some(abandoned(entry, &found)),
+        (_, true) => Outcome::Attached,
+    };
+    let status = (outcome == Outcome::Replayed)
+        .then_some(found.exit_status)
+        .flatten();
+    if let Err(why) = gate.decide(outcome, status) {
+        return Some(Report::refused(why));
     }
+    follow(journal, entry, outcome)
 }
 
 fn follow(journal: &Journal, entry: &Entry, outcome: Outcome) -> Option<Report> {

@@ -7,23 +7,31 @@
 //!
 //! # Layout
 //! - [`config`]: `shim.toml`, checked whole; [`template`]: a verb's argv.
+//! - [`strict`]: StrictModes-like ownership checks of the config, journal and programs.
 //! - [`request`]: `SSH_ORIGINAL_COMMAND` into a verb and arguments, or a refusal.
 //! - [`call`]: one invocation, end to end; [`keyed`]: run, attach or replay by key.
 //! - [`journal`]: entries on disk, crash-safe; [`queue`]: `lock_arg`'s arrival-order queue.
+//! - [`running`]: `max_running`, keyed runs under way; [`spool`]: a keyed call's stdin on disk.
 //! - [`supervisor`]: the detached process that runs a keyed command and records it.
-//! - [`process`]: one command with stdin, a timeout and a shell's exit status.
+//! - [`process`]: one command with a timeout and a shell's exit status; [`env`]: its
+//!   environment; [`caller`]: whether the caller is still there.
 //! - [`tail`]: streams an entry's output to the caller; [`audit`]: the JSONL audit log.
 //! - [`inspect`]: `--check` and `--journal` for the operator.
 
 pub mod audit;
 pub mod call;
+pub mod caller;
 pub mod config;
+pub mod env;
 pub mod inspect;
 pub mod journal;
 pub mod keyed;
 pub mod process;
 pub mod queue;
 pub mod request;
+pub mod running;
+pub mod spool;
+pub mod strict;
 pub mod supervisor;
 pub mod tail;
 pub mod template;

@@ -1,8 +1,7 @@
-//! Running one command: in its own process group, stdin fed from memory, a timeout that kills
-//! the whole group, and the exit status as a shell reports it (124 after a timeout, 128 + N
-//! after signal N).
+//! Running one command: in its own process group, a timeout that kills the whole group, and the
+//! exit status as a shell reports it (124 after a timeout, 128 + N after signal N).
 
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -24,42 +23,21 @@ pub struct Finished {
     pub timed_out: bool,
 }
 
-/// Runs `cmd` to its end or its `timeout`. With `stdin`, the bytes are written to its stdin
-/// from a thread (a command that never reads them cannot block us); without, stdin is empty.
-pub fn run(
-    cmd: &mut Command,
-    stdin: Option<Vec<u8>>,
-    timeout: Option<Duration>,
-) -> io::Result<Finished> {
-    cmd.process_group(0).stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    let mut child = cmd.spawn()?;
-    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // Not joined: a command may exit without reading, leaving a grandchild holding the pipe.
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-    }
+/// Runs `cmd` with `stdin` to its end or its `timeout`.
+pub fn run(cmd: &mut Command, stdin: Stdio, timeout: Duration) -> io::Result<Finished> {
+    let mut child = cmd.process_group(0).stdin(stdin).spawn()?;
     let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let watchdog = timeout.map(|limit| {
-        let (done, ended) = mpsc::channel::<()>();
-        let kill = std::thread::spawn(move || match ended.recv_timeout(limit) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                let _ = killpg(group, Signal::SIGKILL);
-                true
-            }
-            _ => false,
-        });
-        (done, kill)
+    let (done, ended) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || match ended.recv_timeout(timeout) {
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            let _ = killpg(group, Signal::SIGKILL);
+            true
+        }
+        _ => false,
     });
     let status = child.wait()?;
-    let timed_out = watchdog.is_some_and(|(done, kill)| {
-        drop(done);
-        kill.join().unwrap_or(false)
-    });
+    drop(done);
+    let timed_out = watchdog.join().unwrap_or(false);
     let signal = status.signal();
     Ok(Finished {
         status: match (timed_out, status.code(), signal) {
@@ -73,7 +51,7 @@ pub fn run(
     })
 }
 
-/// Whether `path` is a file with an execute bit (what `--check` and a hand-over look for).
+/// Whether `path` is a file with an execute bit (what `--check` and a call look for).
 pub fn executable(path: &Path) -> io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() && meta.permissions().mode() & 0o111 != 0 {
@@ -105,20 +83,20 @@ mod tests {
         cmd
     }
 
+    const LONG: Duration = Duration::from_secs(60);
+
     #[test]
     fn statuses_as_a_shell_reports_them() {
-        let f = run(&mut sh("exit 3"), None, None).unwrap();
+        let f = run(&mut sh("exit 3"), Stdio::null(), LONG).unwrap();
         assert_eq!((f.status, f.signal, f.timed_out), (3, None, false));
-        let f = run(&mut sh("kill -TERM $$"), None, None).unwrap();
+        let f = run(&mut sh("kill -TERM $$"), Stdio::null(), LONG).unwrap();
         assert_eq!((f.status, f.signal), (128 + 15, Some(15)));
-        let f = run(
-            &mut sh("read line; [ \"$line\" = hi ]"),
-            Some(b"hi\n".to_vec()),
-            None,
-        )
-        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in"), "hi\n").unwrap();
+        let input = std::fs::File::open(dir.path().join("in")).unwrap();
+        let f = run(&mut sh("read line; [ \"$line\" = hi ]"), input.into(), LONG).unwrap();
         assert_eq!(f.status, 0);
-        let missing = run(&mut Command::new("/nonexistent/x"), None, None).unwrap_err();
+        let missing = run(&mut Command::new("/nonexistent/x"), Stdio::null(), LONG).unwrap_err();
         assert_eq!(not_started(&missing), 127);
     }
 
@@ -127,7 +105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pid_file = dir.path().join("bg.pid");
         let script = format!("sleep 600 & echo $! > {}; wait", pid_file.display());
-        let f = run(&mut sh(&script), None, Some(Duration::from_secs(2))).unwrap();
+        let f = run(&mut sh(&script), Stdio::null(), Duration::from_secs(2)).unwrap();
         assert_eq!((f.status, f.timed_out), (TIMED_OUT, true));
         let bg: i32 = std::fs::read_to_string(&pid_file)
             .unwrap()

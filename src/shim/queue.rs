@@ -8,12 +8,17 @@
 //! ticket's lock has been released. A holder that dies releases its lock with it, so the
 //! queue never wedges on a crash. A value's directory with no ticket left is removed once it
 //! has been idle for the retention, under the same `issue` lock.
+//!
+//! A queue holds at most `max_queued` calls behind the one whose turn it is, and a call waits
+//! at most `queue_wait` (and only while its caller is there, for a plain call): past either,
+//! it is refused as busy.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use super::journal::{file_name, make_dir, write_atomically};
 
@@ -22,19 +27,35 @@ pub struct Ticket {
     pub number: u64,
     pub path: PathBuf,
     pub file: File,
+    /// Tickets ahead of this one when it was drawn (0: its turn is now).
+    pub ahead: usize,
 }
+
+/// How waiting for a turn ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Turn {
+    Mine,
+    /// `queue_wait` passed first.
+    TimedOut,
+    /// The caller went away first.
+    CallerLeft,
+}
+
+/// How often a waiting call looks at its deadline and its caller.
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// A directory removed by garbage collection meanwhile is made again this many times.
 const DRAW_ATTEMPTS: usize = 3;
 
-/// Takes the next place in the queue for `value`.
-pub fn draw(locks_dir: &Path, value: &str) -> io::Result<Ticket> {
+/// Takes the next place in the queue for `value`; `None` when `max_queued` calls already wait
+/// behind the one whose turn it is.
+pub fn draw(locks_dir: &Path, value: &str, max_queued: usize) -> io::Result<Option<Ticket>> {
     let dir = locks_dir.join(file_name(value));
     let mut attempt = 0;
     loop {
         attempt += 1;
         match lock_issue(&dir) {
-            Ok(Some(_issue)) => return draw_locked(&dir),
+            Ok(Some(_issue)) => return draw_locked(&dir, max_queued),
             Ok(None) if attempt < DRAW_ATTEMPTS => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < DRAW_ATTEMPTS => {}
             Ok(None) => return Err(io::Error::other("the queue's directory keeps vanishing")),
@@ -91,13 +112,17 @@ pub fn collect_garbage(locks_dir: &Path, idle: Duration) -> io::Result<()> {
 }
 
 /// Draws the next ticket; the caller holds the directory's `issue` lock.
-fn draw_locked(dir: &Path) -> io::Result<Ticket> {
+fn draw_locked(dir: &Path, max_queued: usize) -> io::Result<Option<Ticket>> {
     let counted = fs::read_to_string(dir.join("next"))
         .ok()
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or(1);
+    let ahead = waiting(dir)?;
+    if ahead.len() > max_queued {
+        return Ok(None);
+    }
     // The counter is not fsynced: after a crash it may lag, and live tickets still rank first.
-    let number = counted.max(waiting(dir)?.last().map_or(1, |(n, _)| n + 1));
+    let number = counted.max(ahead.last().map_or(1, |(n, _)| n + 1));
     let path = dir.join(ticket_name(number));
     let file = OpenOptions::new()
         .write(true)
@@ -106,11 +131,45 @@ fn draw_locked(dir: &Path) -> io::Result<Ticket> {
         .open(&path)?;
     file.lock()?;
     write_atomically(dir, "next", (number + 1).to_string().as_bytes())?;
-    Ok(Ticket { number, path, file })
+    Ok(Some(Ticket {
+        number,
+        path,
+        file,
+        ahead: ahead.len(),
+    }))
+}
+
+/// Waits until every ticket before the one at `path` has been released, `deadline` passes or
+/// `caller_left` says so (asked every [`LOOK_EVERY`]).
+pub fn wait_turn(
+    path: &Path,
+    deadline: Instant,
+    caller_left: impl Fn() -> bool,
+) -> io::Result<Turn> {
+    let (done, turn) = mpsc::channel();
+    let mine = path.to_path_buf();
+    // Left blocked on an earlier ticket's lock when we give up; it goes when the process ends.
+    std::thread::spawn(move || {
+        let _ = done.send(wait_earlier(&mine));
+    });
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(Turn::TimedOut);
+        }
+        match turn.recv_timeout(LOOK_EVERY.min(deadline - now)) {
+            Ok(waited) => return waited.map(|()| Turn::Mine),
+            Err(mpsc::RecvTimeoutError::Timeout) if caller_left() => return Ok(Turn::CallerLeft),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("the queue's waiter stopped"));
+            }
+        }
+    }
 }
 
 /// Blocks until every ticket before the one at `path` has been released.
-pub fn wait_turn(path: &Path) -> io::Result<()> {
+fn wait_earlier(path: &Path) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mine = number_of(path).ok_or_else(|| io::Error::other("not a ticket file"))?;
     for (number, earlier) in waiting(dir)? {
@@ -161,38 +220,65 @@ pub fn number_of(path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc;
-    use std::time::Duration;
 
     #[test]
     fn tickets_count_up_and_wait_for_earlier_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let first = draw(dir.path(), "s1").unwrap();
-        let second = draw(dir.path(), "s1").unwrap();
-        let other = draw(dir.path(), "s/2").unwrap();
+        let first = draw(dir.path(), "s1", 9).unwrap().unwrap();
+        let second = draw(dir.path(), "s1", 9).unwrap().unwrap();
+        let other = draw(dir.path(), "s/2", 9).unwrap().unwrap();
         assert_eq!((first.number, second.number, other.number), (1, 2, 1));
-        wait_turn(&first.path).unwrap();
-        wait_turn(&other.path).unwrap();
+        assert_eq!((first.ahead, second.ahead), (0, 1));
+        assert_eq!(wait(&first.path), Turn::Mine);
+        assert_eq!(wait(&other.path), Turn::Mine);
 
         let (tx, rx) = mpsc::channel();
         let path = second.path.clone();
         std::thread::spawn(move || {
-            wait_turn(&path).unwrap();
-            tx.send(()).unwrap();
+            tx.send(wait(&path)).unwrap();
         });
         // The second ticket waits for as long as the first is held...
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
         release(&first.path);
         drop(first);
         // ...and goes once it is released.
-        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            Turn::Mine
+        );
+    }
+
+    fn wait(path: &Path) -> Turn {
+        wait_turn(path, Instant::now() + Duration::from_secs(60), || false).unwrap()
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_a_wait_ends_at_its_deadline_or_when_the_caller_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let running = draw(dir.path(), "s", 1).unwrap().unwrap();
+        let queued = draw(dir.path(), "s", 1).unwrap().unwrap();
+        assert!(
+            draw(dir.path(), "s", 1).unwrap().is_none(),
+            "a third was let in"
+        );
+        let soon = Instant::now() + Duration::from_millis(200);
+        assert_eq!(
+            wait_turn(&queued.path, soon, || false).unwrap(),
+            Turn::TimedOut
+        );
+        let later = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            wait_turn(&queued.path, later, || true).unwrap(),
+            Turn::CallerLeft
+        );
+        drop(running);
     }
 
     #[test]
     fn idle_queues_are_removed_and_drawing_again_works() {
         let dir = tempfile::tempdir().unwrap();
-        let held = draw(dir.path(), "busy").unwrap();
-        let done = draw(dir.path(), "idle").unwrap();
+        let held = draw(dir.path(), "busy", 9).unwrap().unwrap();
+        let done = draw(dir.path(), "idle", 9).unwrap().unwrap();
         release(&done.path);
         drop(done);
         collect_garbage(dir.path(), Duration::ZERO).unwrap();
@@ -201,19 +287,19 @@ mod tests {
             dir.path().join("busy").exists(),
             "a queue with a ticket was removed"
         );
-        assert_eq!(draw(dir.path(), "idle").unwrap().number, 1);
+        assert_eq!(draw(dir.path(), "idle", 9).unwrap().unwrap().number, 1);
         drop(held);
     }
 
     #[test]
     fn a_dead_holder_does_not_wedge_the_queue() {
         let dir = tempfile::tempdir().unwrap();
-        let crashed = draw(dir.path(), "s").unwrap();
+        let crashed = draw(dir.path(), "s", 9).unwrap().unwrap();
         let path = crashed.path.clone();
         drop(crashed); // the lock goes, the file stays: a holder that died
-        let next = draw(dir.path(), "s").unwrap();
+        let next = draw(dir.path(), "s", 9).unwrap().unwrap();
         assert_eq!(next.number, 2);
-        wait_turn(&next.path).unwrap();
+        assert_eq!(wait(&next.path), Turn::Mine);
         assert!(!path.exists(), "the dead holder's ticket was cleaned up");
     }
 }

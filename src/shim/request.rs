@@ -1,5 +1,7 @@
 //! The caller's request: `SSH_ORIGINAL_COMMAND` split on spaces, never through a shell, each
-//! word checked against the same charset and limits as tether's arguments.
+//! word checked against the same charset and limits as tether's arguments, then against the
+//! verb's own rules (no leading `-` unless `allow_dash`, `arg_patterns`). A reason never
+//! repeats what the caller sent: the audit line names the verb, bounded.
 
 use std::ffi::OsStr;
 
@@ -67,7 +69,7 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Requ
     let verb = config
         .verbs
         .get(name)
-        .ok_or_else(|| refuse(Some(name), format!("unknown verb {name:?}")))?;
+        .ok_or_else(|| refuse(Some(name), "unknown verb: it is not in shim.toml".into()))?;
     let args: Vec<String> = words.map(str::to_string).collect();
     for (i, arg) in args.iter().enumerate() {
         check_arg(arg).map_err(|e| refuse(Some(name), format!("argument {}: {e}", i + 1)))?;
@@ -83,6 +85,9 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Requ
             format!("{name} takes {wanted} arguments, got {}", args.len()),
         ));
     }
+    for (i, arg) in (1..).zip(&args) {
+        check_rules(verb, i, arg).map_err(|e| refuse(Some(name), format!("argument {i}: {e}")))?;
+    }
     Ok(Request {
         name: name.to_string(),
         verb,
@@ -90,9 +95,28 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Requ
     })
 }
 
+/// The verb's own rules for argument `i` (1-based).
+fn check_rules(verb: &Verb, i: usize, arg: &str) -> Result<(), String> {
+    if arg.starts_with('-') && !verb.allow_dash {
+        return Err(
+            "starts with '-', so the program could read it as an option; \
+                    the verb must set allow_dash = true to take it"
+                .into(),
+        );
+    }
+    match verb.arg_patterns.get(&i) {
+        Some(pattern) if !pattern.regex.is_match(arg) => Err(format!(
+            "does not match the verb's arg_patterns.{i} ({:?})",
+            pattern.text
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shim::config::{ArgPattern, Limits};
     use crate::shim::template::Template;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -106,15 +130,39 @@ mod tests {
             key_arg: key,
             lock_arg: None,
             stdin: false,
-            timeout: None,
+            timeout: Duration::from_secs(1),
+            max_running: None,
+            allow_dash: false,
+            arg_patterns: BTreeMap::new(),
+            pass_env: Vec::new(),
         };
+        let mut patterned = verb(1, 1, None);
+        patterned.arg_patterns.insert(
+            1,
+            ArgPattern {
+                text: "[a-z0-9-]+".into(),
+                regex: regex_automata::meta::Regex::new("^(?:[a-z0-9-]+)$").unwrap(),
+            },
+        );
+        patterned.allow_dash = true;
         ShimConfig {
             journal_dir: PathBuf::from("/j"),
             audit_log: None,
+            audit_max_bytes: 1 << 20,
+            audit_required: true,
             retention: Duration::from_secs(1),
+            limits: Limits {
+                max_running: 1,
+                max_queued: 1,
+                queue_wait: Duration::from_secs(1),
+                max_output_bytes: 1,
+                max_journal_bytes: 1,
+            },
+            path: "/bin".into(),
             verbs: BTreeMap::from([
                 ("run-turn".to_string(), verb(3, 3, Some(2))),
                 ("health".to_string(), verb(0, 1, None)),
+                ("named".to_string(), patterned),
             ]),
         }
     }
@@ -138,7 +186,9 @@ mod tests {
 
     #[test]
     fn refusals_say_why_without_echoing_content() {
-        assert!(reason("rm -rf /").starts_with("unknown verb \"rm\""));
+        let unknown = reason(&format!("{} -rf /", "r".repeat(1000)));
+        assert!(unknown.starts_with("unknown verb"), "{unknown}");
+        assert!(!unknown.contains("rrr"), "{unknown}");
         assert!(reason("health a b").contains("takes 0 to 1 arguments, got 2"));
         assert!(reason("run-turn s1 u1").contains("takes 3 arguments, got 2"));
         let bad = reason("run-turn s1 $(id) x");
@@ -152,5 +202,17 @@ mod tests {
                 .reason
                 .contains("SSH_ORIGINAL_COMMAND")
         );
+    }
+
+    #[test]
+    fn options_and_patterns_are_the_verbs_to_allow() {
+        let dash = reason("health --output=/tmp/x");
+        assert!(dash.starts_with("argument 1: starts with '-'"), "{dash}");
+        assert!(reason("run-turn s1 -k m").starts_with("argument 2: starts with '-'"));
+        assert!(reason("named UPPER").contains("arg_patterns.1"));
+        // The pattern must match the whole argument, not a part of it.
+        assert!(reason("named ok/../x").contains("arg_patterns.1"));
+        let config = config();
+        assert!(parse(Some(OsStr::new("named -ok-1")), &config).is_ok());
     }
 }

@@ -1,31 +1,45 @@
 //! The detached half of a keyed call. The claiming shim re-executes this binary twice over:
 //! `shim --detach --supervise ENTRY` starts `shim --supervise ENTRY` and exits at once, so the
 //! supervisor is nobody's child in the SSH session's process tree and lives in its own session
-//! (setsid). It gets the call through a pipe (the argv, the timeout, then the caller's stdin:
-//! never on disk), holds the entry's lock (its stdout) and the queue ticket's lock (its stderr),
-//! runs the command with the journal's `stdout` and `stderr` files as its output (files, not
-//! pipes: nothing it starts can die writing to a closed channel) and records how it ended.
+//! (setsid). It gets the call through a pipe (the argv, the environment, the limits: never on
+//! disk), holds the entry's lock (its stdout) and the queue ticket's lock (its stderr), waits
+//! for its turn and a place under `max_running` (at most `queue_wait`), runs the command with
+//! the entry's spooled `stdin` and its `stdout` and `stderr` files (files, not pipes: nothing
+//! it starts can die writing to a closed channel; each cut at `max_output_bytes` by
+//! RLIMIT_FSIZE) and records how it ended.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use serde::{Deserialize, Serialize};
 
-use super::journal::{Entry, State, now_ms};
+use super::env;
+use super::journal::{Entry, Record, State, now_ms};
 use super::process::{self, Finished};
-use super::queue::{self, Ticket};
+use super::queue::{self, Ticket, Turn};
+use super::running::{self, Caps};
+
+/// How often a run whose turn came looks for a place under `max_running`.
+const PLACE_EVERY: Duration = Duration::from_millis(50);
 
 /// What the supervisor needs to run the command; sent through a pipe, never written to disk.
 #[derive(Serialize, Deserialize)]
 pub struct Handoff {
     pub program: PathBuf,
     pub args: Vec<String>,
-    pub timeout_ms: Option<u64>,
-    /// Followed by this many bytes of stdin; `None`: the command's stdin is empty.
-    pub stdin_bytes: Option<u64>,
+    pub env: Vec<(String, String)>,
+    pub timeout_ms: u64,
+    /// The entry holds the caller's stdin, spooled; else the command's stdin is empty.
+    pub stdin: bool,
+    pub max_output_bytes: u64,
+    pub queue_wait_ms: u64,
+    /// A run that was queued at its claim finds its place under `max_running` when its turn
+    /// comes; `None`: it has its place already.
+    pub admit_later: Option<Caps>,
 }
 
 /// Starts the supervisor for `entry` and hands it the call. `lock` is the entry's held lock
@@ -35,7 +49,6 @@ pub fn launch(
     lock: File,
     ticket: Option<Ticket>,
     handoff: &Handoff,
-    stdin: Option<&[u8]>,
 ) -> io::Result<()> {
     let (reader, mut writer) = io::pipe()?;
     let mut cmd = self_command(&entry.dir, ticket.as_ref().map(|t| t.path.as_path()))?;
@@ -52,8 +65,7 @@ pub fn launch(
     }
     let mut header = serde_json::to_vec(handoff)?;
     header.push(b'\n');
-    writer.write_all(&header)?;
-    writer.write_all(stdin.unwrap_or_default())
+    writer.write_all(&header)
 }
 
 /// `shim --detach --supervise ENTRY`: starts the supervisor with the same stdio and exits.
@@ -88,26 +100,93 @@ fn self_command(dir: &Path, ticket: Option<&Path>) -> io::Result<Command> {
 }
 
 fn run(entry: &Entry, ticket: Option<&Path>) -> io::Result<()> {
-    let (handoff, stdin) = receive(io::stdin().lock())?;
+    let handoff = receive(io::stdin().lock())?;
     let mut record = entry.read().map_err(|c| io::Error::other(c.to_string()))?;
+    record.supervisor_pid = Some(std::process::id());
+    let deadline = Instant::now() + Duration::from_millis(handoff.queue_wait_ms);
+    let mut turn = Turn::Mine;
     if let Some(ticket) = ticket {
         record.state = State::Queued;
         record.ticket = queue::number_of(ticket);
         entry.write(&record)?;
-        queue::wait_turn(ticket)?;
+        turn = queue::wait_turn(ticket, deadline, || false)?;
     }
+    if let (Turn::Mine, Some(caps)) = (&turn, &handoff.admit_later) {
+        turn = find_place(entry, caps, deadline)?;
+    }
+    let ended = if turn == Turn::Mine {
+        run_command(entry, &handoff, &mut record)
+    } else {
+        give_up(entry, &handoff, &mut record)
+    };
+    running::leave(&entry.dir);
+    if let Some(ticket) = ticket {
+        queue::release(ticket);
+    }
+    ended
+}
+
+/// Waits until the run has a place under `max_running`, or `deadline` passes.
+fn find_place(entry: &Entry, caps: &Caps, deadline: Instant) -> io::Result<Turn> {
+    loop {
+        if running::admit(entry, caps)?.is_ok() {
+            return Ok(Turn::Mine);
+        }
+        if Instant::now() + PLACE_EVERY >= deadline {
+            return Ok(Turn::TimedOut);
+        }
+        std::thread::sleep(PLACE_EVERY);
+    }
+}
+
+/// Its turn did not come within `queue_wait`: recorded as done, with nothing run, and the
+/// busy refusal as its output, so its callers are told; a repeat runs it afresh.
+fn give_up(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Result<()> {
+    let _ = fs::remove_file(entry.stdin_path());
+    let mut err = append(&entry.stderr_path())?;
+    writeln!(
+        err,
+        "tether shim: busy: waited {} (queue_wait) for its turn and nothing ran; send it again",
+        humantime::format_duration(Duration::from_millis(handoff.queue_wait_ms))
+    )?;
+    err.sync_all()?;
+    record.state = State::Done;
+    record.not_run = true;
+    record.ended_ms = Some(now_ms());
+    record.exit_status = Some(2);
+    record.stdout_bytes = Some(fs::metadata(entry.stdout_path())?.len());
+    record.stderr_bytes = Some(err.metadata()?.len());
+    entry.write(record)
+}
+
+fn run_command(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Result<()> {
     record.state = State::Running;
     record.started_ms = Some(now_ms());
-    record.supervisor_pid = Some(std::process::id());
-    entry.write(&record)?;
+    entry.write(record)?;
 
     let out = append(&entry.stdout_path())?;
     let mut err = append(&entry.stderr_path())?;
+    let stdin = if handoff.stdin {
+        let file = File::open(entry.stdin_path())?;
+        // The command reads it through its descriptor; on disk it is gone at once.
+        fs::remove_file(entry.stdin_path())?;
+        Stdio::from(file)
+    } else {
+        Stdio::null()
+    };
     let mut cmd = Command::new(&handoff.program);
     cmd.args(&handoff.args)
         .stdout(out.try_clone()?)
         .stderr(err.try_clone()?);
-    let timeout = handoff.timeout_ms.map(Duration::from_millis);
+    env::apply(&mut cmd, &handoff.env);
+    // Inherited by the command: a write past the cap fails (SIGXFSZ, or EFBIG if ignored).
+    let (_, hard) = getrlimit(Resource::RLIMIT_FSIZE)?;
+    setrlimit(
+        Resource::RLIMIT_FSIZE,
+        handoff.max_output_bytes.min(hard),
+        hard,
+    )?;
+    let timeout = Duration::from_millis(handoff.timeout_ms);
     let finished = process::run(&mut cmd, stdin, timeout).unwrap_or_else(|e| {
         let _ = writeln!(
             err,
@@ -127,29 +206,21 @@ fn run(entry: &Entry, ticket: Option<&Path>) -> io::Result<()> {
     record.exit_status = Some(finished.status);
     record.signal = finished.signal;
     record.timed_out = finished.timed_out;
-    record.stdout_bytes = Some(out.metadata()?.len());
-    record.stderr_bytes = Some(err.metadata()?.len());
-    entry.write(&record)?;
-    if let Some(ticket) = ticket {
-        queue::release(ticket);
-    }
-    Ok(())
+    let (stdout_bytes, stderr_bytes) = (out.metadata()?.len(), err.metadata()?.len());
+    record.stdout_bytes = Some(stdout_bytes);
+    record.stderr_bytes = Some(stderr_bytes);
+    record.output_cut = stdout_bytes.max(stderr_bytes) >= handoff.max_output_bytes;
+    entry.write(record)
 }
 
-/// Reads the handoff: a JSON line, then exactly `stdin_bytes` bytes.
-fn receive(mut pipe: impl BufRead) -> io::Result<(Handoff, Option<Vec<u8>>)> {
+/// Reads the handoff: one JSON line, whole (a line cut short is an error).
+fn receive(mut pipe: impl BufRead) -> io::Result<Handoff> {
     let mut line = Vec::new();
     pipe.read_until(b'\n', &mut line)?;
-    let handoff: Handoff = serde_json::from_slice(&line)?;
-    let stdin = match handoff.stdin_bytes {
-        Some(n) => {
-            let mut bytes = vec![0; usize::try_from(n).map_err(io::Error::other)?];
-            pipe.read_exact(&mut bytes)?;
-            Some(bytes)
-        }
-        None => None,
-    };
-    Ok((handoff, stdin))
+    if line.pop() != Some(b'\n') {
+        return Err(io::Error::other("the handoff was cut short"));
+    }
+    Ok(serde_json::from_slice(&line)?)
 }
 
 fn append(path: &Path) -> io::Result<File> {
@@ -165,18 +236,18 @@ mod tests {
         let handoff = Handoff {
             program: "/bin/cat".into(),
             args: vec![],
-            timeout_ms: Some(5),
-            stdin_bytes: Some(4),
+            env: vec![("PATH".into(), "/bin".into())],
+            timeout_ms: 5,
+            stdin: true,
+            max_output_bytes: 10,
+            queue_wait_ms: 10,
+            admit_later: None,
         };
         let mut wire = serde_json::to_vec(&handoff).unwrap();
         wire.push(b'\n');
-        let whole = [wire.clone(), b"\0\x01\xfe\xff".to_vec()].concat();
-        let (got, stdin) = receive(&whole[..]).unwrap();
-        assert_eq!(
-            (got.timeout_ms, stdin.as_deref()),
-            (Some(5), Some(&b"\0\x01\xfe\xff"[..]))
-        );
-        let cut = [wire, b"\0\x01".to_vec()].concat();
-        assert!(receive(&cut[..]).is_err());
+        let got = receive(&wire[..]).unwrap();
+        assert_eq!((got.timeout_ms, got.stdin), (5, true));
+        assert!(receive(&wire[..wire.len() - 1]).is_err());
+        assert!(receive(&wire[..wire.len() / 2]).is_err());
     }
 }

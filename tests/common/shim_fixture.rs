@@ -46,16 +46,21 @@ case $verb in
   cat) cat ;;
   hang) sleep 600 & echo $! > "$dir/hang.pid"; wait ;;
   exit) status=$1 ;;
+  big) head -c "$2" /dev/zero | tr '\0' x ;;
+  env) env | sort ;;
+  argv) printf '[%s]\n' "$@" ;;
 esac
 log end "$@"
 exit $status
 "#;
 
-/// The shim's verbs for the tests; `{verbs}`, `{dir}` and `{retention}` are filled in.
+/// The shim's verbs for the tests; `{verbs}`, `{dir}`, `{retention}`, `{top}` (more
+/// top-level settings) and `{more_verbs}` are filled in.
 const SHIM_TOML: &str = r#"
 journal_dir = "{dir}/journal"
 audit_log = "{dir}/audit.jsonl"
 retention = "{retention}"
+{top}
 
 [verbs.run-turn]
 exec = ["{verbs}", "{dir}", "turn", "{1}", "{2}", "{3}"]
@@ -83,6 +88,37 @@ args = 1
 [verbs.health]
 exec = ["{verbs}", "{dir}", "health", "{1}"]
 max_args = 1
+
+# A turn whose message comes in stdin.
+[verbs.turn-in]
+exec = ["{verbs}", "{dir}", "turn", "{1}", "{2}", "aGk="]
+args = 2
+key_arg = 2
+lock_arg = 1
+stdin = true
+
+[verbs.reset]
+exec = ["{verbs}", "{dir}", "reset", "{1}"]
+args = 1
+lock_arg = 1
+
+[verbs.big]
+exec = ["{verbs}", "{dir}", "big", "{1}", "{2}"]
+args = 2
+key_arg = 1
+
+[verbs.env]
+exec = ["{verbs}", "{dir}", "env"]
+
+[verbs.env-keyed]
+exec = ["{verbs}", "{dir}", "env", "{1}"]
+args = 1
+key_arg = 1
+
+[verbs.argv]
+exec = ["{verbs}", "{dir}", "argv", "{1}"]
+args = 1
+{more_verbs}
 "#;
 
 /// One line of runs.log.
@@ -108,6 +144,16 @@ impl Laptop {
     }
 
     pub fn with_retention(retention: &str) -> Laptop {
+        Laptop::build(retention, "", "")
+    }
+
+    /// A laptop whose shim.toml has these top-level settings (limits, audit) and verb tables
+    /// too (`{verbs}` and `{dir}` are filled in there as well).
+    pub fn with_settings(top: &str, more_verbs: &str) -> Laptop {
+        Laptop::build("1h", top, more_verbs)
+    }
+
+    fn build(retention: &str, top: &str, more_verbs: &str) -> Laptop {
         let dir = tempfile::Builder::new()
             .prefix("tether-laptop-")
             .tempdir()
@@ -121,15 +167,22 @@ impl Laptop {
         }
         fs::write(d.join("runs.log"), "").expect("create runs.log");
         let config = SHIM_TOML
+            .replace("{top}", top)
+            .replace("{more_verbs}", more_verbs)
             .replace("{verbs}", &verbs.display().to_string())
             .replace("{dir}", &d.display().to_string())
             .replace("{retention}", retention);
         fs::write(d.join("shim.toml"), config).expect("write shim.toml");
+        // The shim refuses a config others may write, whatever the umask.
+        fs::set_permissions(d.join("shim.toml"), fs::Permissions::from_mode(0o600))
+            .expect("chmod shim.toml");
         let forced = format!("{BIN} shim --config {}", d.join("shim.toml").display());
         let sshd = SshdBuilder::default()
             .forced_command(&forced)
             // Tests open dozens of connections at once.
             .max_startups("200")
+            // Variables a client may send (the shim must not pass them on unasked).
+            .config_line("AcceptEnv TETHER_TEST_*")
             .start();
         Laptop { sshd, dir }
     }
@@ -151,6 +204,32 @@ impl Laptop {
     pub fn ssh_spawn(&self, command: &str, stdin: &[u8]) -> Caller {
         let mut cmd = self.sshd.ssh(self.sshd.ed25519_key(), &[command]);
         Caller::spawn(&mut cmd, stdin)
+    }
+
+    /// `ssh laptop COMMAND` sending these variables (`SendEnv`; sshd accepts `TETHER_TEST_*`).
+    pub fn ssh_sending_env(&self, command: &str, vars: &[(&str, &str)]) -> Output {
+        let mut cmd = self.sshd.ssh_with(
+            self.sshd.ed25519_key(),
+            &["-o", "SendEnv=TETHER_TEST_*"],
+            &[command],
+        );
+        cmd.envs(vars.iter().copied());
+        Caller::spawn(&mut cmd, b"").wait()
+    }
+
+    /// Detached supervisors of this laptop's keyed runs, and their resident memory in bytes.
+    pub fn supervisors(&self) -> Vec<(i32, u64)> {
+        let journal = self.dir().join("journal").display().to_string();
+        fs::read_dir("/proc")
+            .expect("read /proc")
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .filter(|&pid| {
+                let argv = cmdline(pid);
+                argv.contains(" shim --supervise ") && argv.contains(&journal)
+            })
+            .map(|pid| (pid, rss_bytes(pid)))
+            .collect()
     }
 
     /// Every line of runs.log so far, in order.
@@ -262,6 +341,33 @@ impl Laptop {
     }
 }
 
+/// `text` in base64, as turns carry their message.
+pub fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A fresh turn id.
+pub fn uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Output bytes as text, for assertions.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A process's resident memory (VmRSS), in bytes; 0 when it is gone.
+pub fn rss_bytes(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// A process's command line, NULs as spaces.
 pub fn cmdline(pid: i32) -> String {
     fs::read(format!("/proc/{pid}/cmdline"))
@@ -308,6 +414,12 @@ impl Caller {
             stderr,
             readers,
         }
+    }
+
+    /// Kills the client (`ssh`) at once: the caller goes away.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// What it has written to stdout so far.
