@@ -1,6 +1,7 @@
 //! tether in front of `tether shim`: whatever ends a call early on tether's side (the caller's
 //! deadline, tether restarting, a cut link), the turn runs once on the laptop and sending it
-//! again gets its answer (docs/shim.md, docs/rpc.md).
+//! again gets its answer (docs/shim.md, docs/rpc.md). A shim at one of its limits is `busy`
+//! to the app, retryable, and the same turn sent again later runs.
 
 mod common;
 
@@ -99,4 +100,30 @@ fn with_idempotent_turns_one_app_call_survives_a_cut_mid_turn() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stdout"], full_answer(&turn, said));
     assert_eq!(laptop.starts_of(&turn), 1, "{:?}", laptop.runs());
+}
+
+#[test]
+fn a_shim_at_its_max_running_is_busy_to_the_app_and_the_turn_runs_when_sent_again() {
+    let laptop = Laptop::with_settings("max_running = 1", "");
+    let tether = tether(&laptop, false);
+    let (held, refused) = (uuid(), uuid());
+    laptop.hold(&held);
+    let first = tether.call_in_background(turn_body("s1", &held, "first"));
+    laptop.wait_started(&held);
+
+    let (status, body) = tether.call(&turn_body("s2", &refused, "second"));
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "busy", "{body}");
+    assert_eq!(body["error"]["retryable"], true, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_running"), "{body}");
+    assert_eq!(laptop.starts_of(&refused), 0, "{:?}", laptop.runs());
+
+    laptop.release(&held);
+    let (status, body) = first.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = tether.call(&turn_body("s2", &refused, "second"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stdout"], full_answer(&refused, "second"));
+    assert_eq!(laptop.starts_of(&refused), 1, "{:?}", laptop.runs());
 }

@@ -3,6 +3,8 @@
 //! configured the way docs/shim.md suggests for paliadin: run-turn keyed by its uuid and
 //! locked by its session, reset locked by its session, health plain.
 
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::StartError;
@@ -28,7 +30,13 @@ impl Laptop {
             dir,
             exe,
         };
-        std::fs::write(&laptop.config, laptop.shim_toml())
+        // 0600 whatever the umask: the shim refuses a config that others may write.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&laptop.config)
+            .and_then(|mut file| file.write_all(laptop.shim_toml().as_bytes()))
             .map_err(|e| StartError(format!("cannot write {}: {e}", laptop.config.display())))?;
         Ok(laptop)
     }
@@ -86,12 +94,18 @@ impl Laptop {
 mod tests {
     use super::*;
     use crate::shim::config;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_demo_shim_config_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let laptop = Laptop::create(dir.path().to_path_buf()).unwrap();
         let config = config::load(&laptop.config).unwrap();
+        let mode = std::fs::metadata(&laptop.config)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "private whatever the umask");
         let turn = &config.verbs["run-turn"];
         assert_eq!((turn.key_arg, turn.lock_arg), (Some(2), Some(1)));
         assert_eq!(config.verbs["reset"].lock_arg, Some(1));
