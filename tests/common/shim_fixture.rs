@@ -39,7 +39,8 @@ case $verb in
   turn) # turn SESSION UUID MSG-BASE64; holds mid-answer while DIR/hold/UUID exists without DIR/release/UUID
     printf 'first half of %s\n' "$2"
     if [ -e "$dir/hold/$2" ]; then
-      while [ ! -e "$dir/release/$2" ]; do sleep 0.01; done
+      # (and gives up once the test's directory is gone, so a failed test leaves no process)
+      while [ ! -e "$dir/release/$2" ] && [ -d "$dir" ]; do sleep 0.01; done
     fi
     printf 'reply to %s: %s\n' "$2" "$(printf %s "$3" | base64 -d)"
     printf 'note for %s\n' "$2" >&2 ;;
