@@ -1,7 +1,7 @@
 //! A command whose background child holds stdout open after the verb itself exited keeps
 //! its channel after the deadline: tether closes that channel `stuck_after` past the
 //! deadline, or sooner once it printed `max_output_bytes` more (docs/config.md,
-//! "[targets.NAME]"). A binary of its own: the second test keeps a core busy, which would
+//! "[targets.NAME]"), and the connection goes on serving other calls. A binary of its own: the second test keeps a core busy, which would
 //! disturb the timing assertions of deadlines.rs.
 
 mod common;
@@ -73,5 +73,15 @@ fn a_command_that_prints_on_after_its_deadline_is_closed_at_the_output_cap() {
     assert!(
         freed.is_some(),
         "the channel is closed once max_output_bytes more were drained, not after 300 s"
+    );
+    // Closing it must not freeze the connection it shares with every other call: the same
+    // connection still answers, and none had to replace it.
+    let (status, body) = tether.call(&json!({"verb": "health", "args": []}));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        tether.metric("tether_connects_total{result=\"ok\",target=\"laptop\"}"),
+        1.0,
+        "{}",
+        tether.logs()
     );
 }

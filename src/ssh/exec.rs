@@ -193,7 +193,7 @@ pub async fn run<S: Sink>(
                 if !closed {
                     let _ = close(&writer, &conn).await;
                 }
-                let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
+                release_after_close(&mut reader, &conn).await;
                 drop(held);
             });
             Ran { result, release }
@@ -294,6 +294,23 @@ async fn wait_for_close(
             }
         },
         _ = stop.cancelled() => false,
+    }
+}
+
+/// One round trip after our CLOSE, while whatever russh still forwards is read and dropped.
+/// Until russh's session loop takes our CLOSE from its queue it goes on passing the command's
+/// output to this channel; unread, that would fill the channel's buffer and block the loop
+/// before it reaches the CLOSE, freezing every channel of the connection. The ping's answer
+/// comes after the CLOSE was taken (one queue, in order), and from then on russh drops the
+/// channel's data itself.
+async fn release_after_close(reader: &mut ChannelReadHalf, conn: &Connection) {
+    let drain = async {
+        while reader.wait().await.is_some() {}
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = conn.ping(RELEASE_PING_TIMEOUT) => {}
+        _ = drain => {}
     }
 }
 
