@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::cache::{self, Cacheable, ResultCache};
@@ -15,6 +14,7 @@ use crate::config::{Credentials, TargetConfig};
 use crate::error::Error;
 use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
+use crate::runtime::Runtime;
 use crate::ssh::connection::{Connection, Endpoint};
 use crate::ssh::connection_set::ConnectionSet;
 use crate::ssh::exec::{self, Command, ExecError, Exit, Limits, Ran, Release, Sink};
@@ -33,19 +33,6 @@ impl Cacheable for SharedResult {
     fn weight(&self) -> usize {
         self.as_ref().map_or(0, |out| out.len())
     }
-}
-
-/// What every target of a running tether shares.
-#[derive(Clone)]
-pub struct Runtime {
-    /// Background work: connection attempts, probes' releases.
-    pub tracker: TaskTracker,
-    /// Call tasks; the drain waits for them.
-    pub calls: TaskTracker,
-    /// Fired when the drain's grace period is over.
-    pub stop: CancellationToken,
-    /// Output that buffered calls may hold together.
-    pub budget: Arc<Budget>,
 }
 
 /// A configured target with everything it runs on.
@@ -129,7 +116,7 @@ impl Target {
                 Ok(landed) => landed.as_ref().map(|(_, r)| r.clone()),
                 Err(_) => None,
             },
-            _ = self.runtime.stop.cancelled() => Some(Err(Error::ShuttingDown)),
+            _ = self.runtime.hard_stop.cancelled() => Some(Err(Error::ShuttingDown)),
         };
         let result = result.unwrap_or_else(|| {
             Err(Error::Internal(
@@ -172,9 +159,9 @@ impl Target {
                 Err(e) => return (Err(e), Box::pin(async {})),
             };
             let conn = slot.conn().clone();
-            let stop = &self.runtime.stop;
+            let hard_stop = &self.runtime.hard_stop;
             let Ran { result, release } =
-                exec::run(&conn, &cmd, limits, stop, interest, slot, sink).await;
+                exec::run(&conn, &cmd, limits, hard_stop, interest, slot, sink).await;
             let failed = match result {
                 Ok(exit) => return (Ok(exit), release),
                 Err(failed) => failed,
@@ -210,7 +197,7 @@ impl Target {
         };
         tokio::select! {
             got = tokio::time::timeout_at(deadline, get) => got.unwrap_or_else(|_| Err(too_late())),
-            _ = self.runtime.stop.cancelled() => Err(Error::ShuttingDown),
+            _ = self.runtime.hard_stop.cancelled() => Err(Error::ShuttingDown),
         }
     }
 

@@ -168,7 +168,10 @@ pub async fn serve(
 fn forbidden(shared: &Sidecar, uid: u32, req: Request<Incoming>) -> Response<Body> {
     // Read what the caller still sends, so that it reads the answer.
     let max = shared.server.max_request_bytes.saturating_mul(2);
-    shared.calls.spawn(body::linger(req.into_body(), max));
+    shared
+        .runtime
+        .calls
+        .spawn(body::linger(req.into_body(), max));
     let mut answer = answer::error(&Error::Forbidden(uid), false, None);
     answer.headers_mut().insert(
         hyper::header::CONNECTION,
@@ -252,7 +255,7 @@ async fn accept(
         Ok(body) => body,
         Err((e, rest)) => {
             let max = server.max_request_bytes.saturating_mul(2);
-            sidecar.calls.spawn(body::linger(rest, max));
+            sidecar.runtime.calls.spawn(body::linger(rest, max));
             return Err(refused(e, None, None));
         }
     };
