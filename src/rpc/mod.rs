@@ -312,7 +312,7 @@ fn refuse(refused: Refused, took: Duration) -> Response<Body> {
         request_id,
         labels,
     } = refused;
-    let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = request_id.unwrap_or_else(new_request_id);
     let (target, verb) = match &labels {
         Some((target, verb)) => {
             target.record_call(verb, Some(&error), took, false);
@@ -325,9 +325,10 @@ fn refuse(refused: Refused, took: Duration) -> Response<Body> {
     answer::error(&error, false, Some(&request_id))
 }
 
+/// The caller's request id when it is valid, else a fresh one when it gave none.
 fn checked_request_id(given: Option<String>) -> Result<String, Error> {
     let Some(id) = given else {
-        return Ok(uuid::Uuid::new_v4().to_string());
+        return Ok(new_request_id());
     };
     let printable = id
         .bytes()
@@ -338,6 +339,12 @@ fn checked_request_id(given: Option<String>) -> Result<String, Error> {
         )));
     }
     Ok(id)
+}
+
+/// The one place a request id is made: for a call that gave none, or a refusal before its
+/// own was read.
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn stdin_bytes(call: &CallRequest) -> Result<Option<Bytes>, Error> {
