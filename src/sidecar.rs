@@ -70,7 +70,7 @@ impl Sidecar {
         })
     }
 
-    /// Sets every target's pool gauges from its pool, before a scrape.
+    /// Sets every target's pool and connection gauges, before a scrape.
     pub fn refresh_gauges(&self) {
         for target in self.targets.values() {
             target.refresh_gauges();

@@ -10,13 +10,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::call::cache::{self, Cacheable, ResultCache};
 use crate::call::{Call, Output, buffer::Buffer};
-use crate::config::{Credentials, TargetConfig};
+use crate::config::TargetConfig;
 use crate::error::Error;
 use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
 use crate::runtime::Runtime;
 use crate::ssh::connection::{Connection, Endpoint};
 use crate::ssh::connection_set::ConnectionSet;
+use crate::ssh::credentials::Credentials;
 use crate::ssh::exec::{self, Command, ExecError, Exit, Limits, Ran, Release, Sink};
 use crate::ssh::interest::Interest;
 use crate::ssh::output::Budget;
@@ -55,7 +56,7 @@ impl Target {
         metrics: TargetMetrics,
         runtime: Runtime,
     ) -> Target {
-        let endpoint = Endpoint::new(&config, credentials);
+        let endpoint = Endpoint::new(config.destination(), credentials);
         let connections = Arc::new(ConnectionSet::new(
             endpoint,
             config.max_connections,
@@ -262,9 +263,11 @@ impl Target {
         }
     }
 
-    /// Sets the pool gauges from the pool, before a scrape.
+    /// Sets the pool and connection gauges from the pool and the connection set, before a
+    /// scrape.
     pub fn refresh_gauges(&self) {
         let numbers = self.pool_numbers();
+        self.metrics.connections.set(numbers.connections as i64);
         self.metrics
             .channels_in_use
             .set(numbers.channels_in_use as i64);
