@@ -1,18 +1,16 @@
-//! What the RPC and admin servers share: the targets, the allowlist, metrics, and the
-//! lifecycle flags of a drain.
+//! What the RPC and admin servers share: the targets, the allowlist, metrics, the run-time
+//! state, and the drain flag.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
 use crate::config::{ServerConfig, VerbConfig};
 use crate::error::Error;
 use crate::health::Status;
 use crate::metrics::Metrics;
-use crate::target::{Runtime, Target};
+use crate::runtime::Runtime;
+use crate::target::Target;
 
 /// What the servers of a running tether share.
 pub struct Sidecar {
@@ -20,13 +18,10 @@ pub struct Sidecar {
     pub targets: BTreeMap<String, Arc<Target>>,
     pub verbs: BTreeMap<String, VerbConfig>,
     pub metrics: Metrics,
+    /// The tasks, the hard stop and the budget the targets share.
+    pub runtime: Runtime,
     /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
     draining: AtomicBool,
-    /// Call tasks in flight, abandoned ones included; the drain waits for them up to
-    /// shutdown_grace.
-    pub calls: TaskTracker,
-    /// Fired when the grace period is over: calls still running answer `shutting_down`.
-    pub hard_stop: CancellationToken,
 }
 
 impl Sidecar {
@@ -35,16 +30,15 @@ impl Sidecar {
         targets: BTreeMap<String, Arc<Target>>,
         verbs: BTreeMap<String, VerbConfig>,
         metrics: Metrics,
-        runtime: &Runtime,
+        runtime: Runtime,
     ) -> Self {
         Sidecar {
             server,
             targets,
             verbs,
             metrics,
+            runtime,
             draining: AtomicBool::new(false),
-            calls: runtime.calls.clone(),
-            hard_stop: runtime.stop.clone(),
         }
     }
 
@@ -76,7 +70,7 @@ impl Sidecar {
         })
     }
 
-    /// Sets every target's pool gauges from its pool, before a scrape.
+    /// Sets every target's pool and connection gauges, before a scrape.
     pub fn refresh_gauges(&self) {
         for target in self.targets.values() {
             target.refresh_gauges();

@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::cache::{self, Cacheable, ResultCache};
 use crate::call::{Call, Output, buffer::Buffer};
-use crate::config::{Credentials, TargetConfig};
+use crate::config::TargetConfig;
 use crate::error::Error;
 use crate::health::{Health, PoolNumbers, Status};
 use crate::metrics::TargetMetrics;
+use crate::runtime::Runtime;
 use crate::ssh::connection::{Connection, Endpoint};
 use crate::ssh::connection_set::ConnectionSet;
+use crate::ssh::credentials::Credentials;
 use crate::ssh::exec::{self, Command, ExecError, Exit, Limits, Ran, Release, Sink};
 use crate::ssh::interest::Interest;
 use crate::ssh::output::Budget;
@@ -33,19 +34,6 @@ impl Cacheable for SharedResult {
     fn weight(&self) -> usize {
         self.as_ref().map_or(0, |out| out.len())
     }
-}
-
-/// What every target of a running tether shares.
-#[derive(Clone)]
-pub struct Runtime {
-    /// Background work: connection attempts, probes' releases.
-    pub tracker: TaskTracker,
-    /// Call tasks; the drain waits for them.
-    pub calls: TaskTracker,
-    /// Fired when the drain's grace period is over.
-    pub stop: CancellationToken,
-    /// Output that buffered calls may hold together.
-    pub budget: Arc<Budget>,
 }
 
 /// A configured target with everything it runs on.
@@ -68,7 +56,7 @@ impl Target {
         metrics: TargetMetrics,
         runtime: Runtime,
     ) -> Target {
-        let endpoint = Endpoint::new(&config, credentials);
+        let endpoint = Endpoint::new(config.destination(), credentials);
         let connections = Arc::new(ConnectionSet::new(
             endpoint,
             config.max_connections,
@@ -129,7 +117,7 @@ impl Target {
                 Ok(landed) => landed.as_ref().map(|(_, r)| r.clone()),
                 Err(_) => None,
             },
-            _ = self.runtime.stop.cancelled() => Some(Err(Error::ShuttingDown)),
+            _ = self.runtime.hard_stop.cancelled() => Some(Err(Error::ShuttingDown)),
         };
         let result = result.unwrap_or_else(|| {
             Err(Error::Internal(
@@ -172,9 +160,9 @@ impl Target {
                 Err(e) => return (Err(e), Box::pin(async {})),
             };
             let conn = slot.conn().clone();
-            let stop = &self.runtime.stop;
+            let hard_stop = &self.runtime.hard_stop;
             let Ran { result, release } =
-                exec::run(&conn, &cmd, limits, stop, interest, slot, sink).await;
+                exec::run(&conn, &cmd, limits, hard_stop, interest, slot, sink).await;
             let failed = match result {
                 Ok(exit) => return (Ok(exit), release),
                 Err(failed) => failed,
@@ -210,7 +198,7 @@ impl Target {
         };
         tokio::select! {
             got = tokio::time::timeout_at(deadline, get) => got.unwrap_or_else(|_| Err(too_late())),
-            _ = self.runtime.stop.cancelled() => Err(Error::ShuttingDown),
+            _ = self.runtime.hard_stop.cancelled() => Err(Error::ShuttingDown),
         }
     }
 
@@ -275,9 +263,11 @@ impl Target {
         }
     }
 
-    /// Sets the pool gauges from the pool, before a scrape.
+    /// Sets the pool and connection gauges from the pool and the connection set, before a
+    /// scrape.
     pub fn refresh_gauges(&self) {
         let numbers = self.pool_numbers();
+        self.metrics.connections.set(numbers.connections as i64);
         self.metrics
             .channels_in_use
             .set(numbers.channels_in_use as i64);

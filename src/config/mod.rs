@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ssh::connection::{self, Destination};
+
 pub use load::{ConfigErrors, Read, load, read};
 pub use origins::Origins;
 pub use secret::Secret;
-pub use validate::{CredentialParts, Credentials, Loaded, check, credential_parts, validate};
+pub use validate::{CredentialParts, Loaded, check, credential_parts, validate};
 
 /// Where the RPC socket lives unless configured.
 pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";
@@ -246,10 +248,18 @@ impl Default for TargetConfig {
 impl TargetConfig {
     /// `host:port` as people write it, for messages.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+        connection::host_port(&self.host, self.port)
+    }
+
+    /// Where the target is and how to reach it, for its connections.
+    pub fn destination(&self) -> Destination {
+        Destination {
+            host: self.host.clone(),
+            port: self.port,
+            user: self.user.clone(),
+            connect_timeout: self.connect_timeout,
+            keepalive_interval: self.keepalive_interval,
+            allow_tailscale_ssh: self.allow_tailscale_ssh,
         }
     }
 

@@ -10,6 +10,7 @@ use russh::keys::{PrivateKey, PublicKey};
 
 use super::{Config, ConfigErrors, TargetConfig};
 use crate::args::check_arg;
+use crate::ssh::credentials::Credentials;
 use crate::ssh::{keys, known_hosts};
 
 /// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
@@ -20,21 +21,6 @@ const MAX_SOCKET_PATH: usize = 107;
 pub struct Loaded {
     pub config: Config,
     pub credentials: BTreeMap<String, Arc<Credentials>>,
-}
-
-/// What a target needs to log in: our key and the host keys we trust.
-pub struct Credentials {
-    pub key: Arc<PrivateKey>,
-    pub host_keys: Vec<PublicKey>,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("key", &"<redacted>")
-            .field("host_keys", &self.host_keys.len())
-            .finish()
-    }
 }
 
 /// Checks every key of `config` and parses each target's credentials.

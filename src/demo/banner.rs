@@ -2,34 +2,31 @@
 //! commands ready to paste (curl on the socket, `tether call`, the same turn sent twice, the
 //! shim's journal and audit log, the admin URLs).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine;
-use tokio_util::sync::CancellationToken;
 
 use super::SESSION;
 use super::laptop::Laptop;
 
 /// The example turn's message: not ASCII, to show it round-trips through base64 intact.
 const MESSAGE: &str = "Grüß dich, tether!";
-/// How long to wait for the socket before printing anyway.
-const LISTEN_WAIT: Duration = Duration::from_secs(10);
-const POLL: Duration = Duration::from_millis(20);
 
 /// The instructions for one demo run.
 pub struct Banner {
     socket: PathBuf,
-    admin_addr: String,
+    /// The admin server's bound address; None when it is disabled.
+    admin_addr: Option<SocketAddr>,
     shim_config: PathBuf,
     audit_log: PathBuf,
 }
 
 impl Banner {
-    pub fn new(socket: &Path, admin_addr: &str, laptop: &Laptop) -> Self {
+    pub fn new(socket: &Path, admin_addr: Option<SocketAddr>, laptop: &Laptop) -> Self {
         Banner {
             socket: socket.to_path_buf(),
-            admin_addr: admin_addr.to_string(),
+            admin_addr,
             shim_config: laptop.config.clone(),
             audit_log: laptop.audit_log.clone(),
         }
@@ -69,8 +66,7 @@ impl Banner {
              Health, from the cache (never touches the network):\n\
              \x20 curl -s --unix-socket {sock} http://tether/v1/health\n"
         );
-        if !self.admin_addr.is_empty() {
-            let admin = &self.admin_addr;
+        if let Some(admin) = self.admin_addr {
             out.push_str(&format!(
                 "\n\
                  Status page  http://{admin}/\n\
@@ -79,25 +75,6 @@ impl Banner {
             ));
         }
         out
-    }
-}
-
-/// Prints the banner once the socket accepts connections (or after [`LISTEN_WAIT`] anyway),
-/// unless the demo stops first.
-pub async fn print_when_listening(banner: Banner, cancel: CancellationToken) {
-    let wait = async {
-        let give_up = tokio::time::Instant::now() + LISTEN_WAIT;
-        while tokio::net::UnixStream::connect(&banner.socket)
-            .await
-            .is_err()
-            && tokio::time::Instant::now() < give_up
-        {
-            tokio::time::sleep(POLL).await;
-        }
-    };
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        _ = wait => println!("{}", banner.render()),
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::StartError;
+use crate::serve::StartError;
 
 use super::server::ForcedCommand;
 

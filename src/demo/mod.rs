@@ -4,9 +4,9 @@
 //! One process runs a throwaway SSH server on a loopback port ([`server`]) whose forced
 //! command is this binary's `tether shim` with a config in a temporary directory ([`laptop`]),
 //! running the stand-in [`assistant`] for each verb; in front of it, the same code path as
-//! `tether serve` ([`crate::run`]), pinned to that server's host key. Both keys are generated
+//! `tether serve` ([`crate::serve`]), pinned to that server's host key. Both keys are generated
 //! at start and live only in memory. Once the socket listens, [`banner`] prints commands ready
-//! to paste.
+//! to paste, with the admin address tether really bound.
 
 pub mod assistant;
 mod banner;
@@ -23,8 +23,8 @@ use russh::keys::{Algorithm, PrivateKey};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::StartError;
-use crate::config::{self, Config, LogFormat, ProbeConfig, Secret, TargetConfig};
+use crate::config::{self, Config, Loaded, LogFormat, ProbeConfig, Secret, TargetConfig};
+use crate::serve::{self, StartError};
 
 /// The demo's one target.
 pub const TARGET: &str = "demo";
@@ -69,15 +69,12 @@ pub async fn run(args: DemoArgs, shutdown: impl Future<Output = ()>) -> Result<(
             (dir.join("tether.sock"), Some(dir))
         }
     };
-    let admin_addr = resolve_port_zero(&args.admin_addr)?;
-    let config = demo_config(ssh, &host_key, &client_key, &socket, &admin_addr)?;
+    let config = demo_config(ssh, &host_key, &client_key, &socket, &args.admin_addr)?;
     let loaded = config::validate(config)
         .map_err(|e| StartError(format!("the demo's config is invalid (a bug): {e}")))?;
     tracing::info!(ssh = %ssh, shim = %laptop.config.display(), "demo SSH server listening (ephemeral keys, the real shim)");
-    let page = banner::Banner::new(&socket, &admin_addr, &laptop);
-    tracker.spawn(banner::print_when_listening(page, cancel.clone()));
 
-    let result = crate::run(loaded, shutdown).await;
+    let result = serve_with_banner(loaded, &laptop, shutdown).await;
 
     cancel.cancel();
     tracker.close();
@@ -111,16 +108,20 @@ fn fresh_dir(what: &str) -> Result<PathBuf, StartError> {
     Ok(dir)
 }
 
-/// Port 0 becomes a free port now, so the printed URLs are the real ones.
-fn resolve_port_zero(addr: &str) -> Result<String, StartError> {
-    match addr.parse::<SocketAddr>() {
-        Ok(parsed) if parsed.port() == 0 => std::net::TcpListener::bind(parsed)
-            .and_then(|l| l.local_addr())
-            .map(|a| a.to_string())
-            .map_err(|e| StartError(format!("cannot find a free port on {addr}: {e}"))),
-        // Anything else (including "" and nonsense) is for validation to judge.
-        _ => Ok(addr.to_string()),
-    }
+/// `tether serve`'s build, spawn and drain, with the banner printed once the socket
+/// listens, naming the admin address that was bound (port 0 resolved).
+async fn serve_with_banner(
+    loaded: Loaded,
+    laptop: &laptop::Laptop,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let built = serve::build(loaded).await?;
+    let page = banner::Banner::new(built.socket(), built.admin_addr(), laptop);
+    let serving = built.spawn();
+    println!("{}", page.render());
+    shutdown.await;
+    serving.drain().await;
+    Ok(())
 }
 
 /// The config `tether serve` would load for this setup: one target, the seed verbs.

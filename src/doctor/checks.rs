@@ -13,10 +13,11 @@ use super::key;
 use super::remote;
 use super::report::TargetReport;
 use super::subject::Subject;
-use crate::config::{CredentialParts, Credentials, TargetConfig, credential_parts};
+use crate::config::{CredentialParts, TargetConfig, credential_parts};
 use crate::error::Error;
 use crate::ssh::banner::{self, Replay};
 use crate::ssh::connection::{Connection, Endpoint, check_pin, fingerprint};
+use crate::ssh::credentials::Credentials;
 
 /// Runs every check of one target.
 pub async fn run(s: &Subject<'_>) -> TargetReport {
@@ -324,7 +325,7 @@ async fn auth(
         creds.key.algorithm().as_str(),
         fingerprint(creds.key.public_key())
     );
-    let endpoint = Endpoint::new(t, creds);
+    let endpoint = Endpoint::new(t.destination(), creds);
     match Connection::open(&endpoint, t.channels_per_connection).await {
         Ok(conn) => {
             r.ok(

@@ -168,7 +168,10 @@ pub async fn serve(
 fn forbidden(shared: &Sidecar, uid: u32, req: Request<Incoming>) -> Response<Body> {
     // Read what the caller still sends, so that it reads the answer.
     let max = shared.server.max_request_bytes.saturating_mul(2);
-    shared.calls.spawn(body::linger(req.into_body(), max));
+    shared
+        .runtime
+        .calls
+        .spawn(body::linger(req.into_body(), max));
     let mut answer = answer::error(&Error::Forbidden(uid), false, None);
     answer.headers_mut().insert(
         hyper::header::CONNECTION,
@@ -252,7 +255,7 @@ async fn accept(
         Ok(body) => body,
         Err((e, rest)) => {
             let max = server.max_request_bytes.saturating_mul(2);
-            sidecar.calls.spawn(body::linger(rest, max));
+            sidecar.runtime.calls.spawn(body::linger(rest, max));
             return Err(refused(e, None, None));
         }
     };
@@ -309,7 +312,7 @@ fn refuse(refused: Refused, took: Duration) -> Response<Body> {
         request_id,
         labels,
     } = refused;
-    let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = request_id.unwrap_or_else(new_request_id);
     let (target, verb) = match &labels {
         Some((target, verb)) => {
             target.record_call(verb, Some(&error), took, false);
@@ -322,9 +325,10 @@ fn refuse(refused: Refused, took: Duration) -> Response<Body> {
     answer::error(&error, false, Some(&request_id))
 }
 
+/// The caller's request id when it is valid, else a fresh one when it gave none.
 fn checked_request_id(given: Option<String>) -> Result<String, Error> {
     let Some(id) = given else {
-        return Ok(uuid::Uuid::new_v4().to_string());
+        return Ok(new_request_id());
     };
     let printable = id
         .bytes()
@@ -335,6 +339,12 @@ fn checked_request_id(given: Option<String>) -> Result<String, Error> {
         )));
     }
     Ok(id)
+}
+
+/// The one place a request id is made: for a call that gave none, or a refusal before its
+/// own was read.
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn stdin_bytes(call: &CallRequest) -> Result<Option<Bytes>, Error> {

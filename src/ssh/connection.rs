@@ -10,7 +10,7 @@ use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::net::TcpStream;
 
 use super::banner;
-use crate::config::{Credentials, TargetConfig};
+use super::credentials::Credentials;
 use crate::error::Error;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -23,6 +23,25 @@ const DROPPED_RETRY_MAX: Duration = Duration::from_millis(400);
 /// output in transit per channel (russh's default, 100, allows 3.2 MiB: 25 MiB for 8 big
 /// answers at once). Call tasks read continuously, so a smaller queue costs no speed.
 const CHANNEL_BUFFER_MESSAGES: usize = 32;
+
+/// Where a target is and how to reach it: what an [`Endpoint`] needs of the target's config.
+pub struct Destination {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub allow_tailscale_ssh: bool,
+}
+
+/// `host:port` as people write it (an IPv6 host in brackets), for messages.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
 
 /// What a connection attempt needs: where, as whom, and which host keys to trust.
 #[derive(Clone)]
@@ -39,23 +58,23 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(target: &TargetConfig, credentials: Arc<Credentials>) -> Self {
+    pub fn new(to: Destination, credentials: Arc<Credentials>) -> Self {
         let ssh = client::Config {
             nodelay: true,
-            keepalive_interval: Some(target.keepalive_interval),
+            keepalive_interval: Some(to.keepalive_interval),
             keepalive_max: 3,
             inactivity_timeout: None,
             channel_buffer_size: CHANNEL_BUFFER_MESSAGES,
             ..Default::default()
         };
         Endpoint {
-            host: target.host.clone(),
-            port: target.port,
-            user: target.user.clone(),
-            addr: target.addr(),
-            connect_timeout: target.connect_timeout,
+            addr: host_port(&to.host, to.port),
+            host: to.host,
+            port: to.port,
+            user: to.user,
+            connect_timeout: to.connect_timeout,
             credentials,
-            allow_tailscale_ssh: target.allow_tailscale_ssh,
+            allow_tailscale_ssh: to.allow_tailscale_ssh,
             ssh: Arc::new(ssh),
         }
     }

@@ -67,7 +67,6 @@ impl ConnectionSet {
     pub fn live(&self) -> Vec<Arc<Connection>> {
         let mut live = self.live.lock().expect("poisoned");
         live.retain(|c| !c.is_closed());
-        self.metrics.connections.set(live.len() as i64);
         live.clone()
     }
 
@@ -153,7 +152,6 @@ impl ConnectionSet {
                 tracing::info!(target_addr = %self.endpoint.addr, conn = conn.id, "SSH connection up");
                 let conn = Arc::new(conn);
                 self.live.lock().expect("poisoned").push(conn.clone());
-                self.live();
                 *self.last_failure.lock().expect("poisoned") = None;
                 Ok(conn)
             }
@@ -197,7 +195,6 @@ impl ConnectionSet {
             .lock()
             .expect("poisoned")
             .retain(|c| !Arc::ptr_eq(c, conn));
-        self.live();
         conn.close().await;
     }
 }

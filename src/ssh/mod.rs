@@ -4,6 +4,7 @@
 pub mod banner;
 pub mod connection;
 pub mod connection_set;
+pub mod credentials;
 pub mod exec;
 pub mod interest;
 pub mod keys;
