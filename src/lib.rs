@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
 //! - [`error`]: the one error enum with the codes of docs/rpc.md, HTTP statuses and retry hints.
-//! - [`args`]: the argument charset and command-line limits.
+//! - [`wire`]: the tether ↔ shim command line, encoded here and decoded by the shim.
 //! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
 //! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
@@ -20,7 +20,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod args;
 pub mod call;
 pub mod cli;
 pub mod config;
@@ -39,6 +38,7 @@ pub mod ssh;
 pub mod status_page;
 pub mod target;
 pub mod utf8;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::template::Template;
-use crate::args::check_arg;
+use crate::wire::check_arg;
 
 /// Keyed calls' state and output, unless configured.
 pub const DEFAULT_JOURNAL_DIR: &str = "~/.local/state/tether/journal";
