@@ -30,6 +30,7 @@ pub struct Start {
 }
 
 impl Start {
+    /// The invocation starts now, from the client `SSH_CLIENT` names.
     pub fn now() -> Start {
         let ssh_client = std::env::var("SSH_CLIENT").ok();
         Start {
@@ -41,6 +42,7 @@ impl Start {
         }
     }
 
+    /// The gate that audits this invocation's decision about the request `seen`.
     pub fn gate<'a>(&'a self, audit: &'a AuditConfig, seen: Seen<'a>) -> Gate<'a> {
         Gate {
             start: self,

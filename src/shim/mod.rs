@@ -9,7 +9,8 @@
 //! - [`config`]: `shim.toml`, checked whole; [`template`]: a verb's argv; [`home`]: `~` in
 //!   the paths they name.
 //! - [`strict`]: StrictModes-like ownership checks of the config, journal and programs.
-//! - [`request`]: `SSH_ORIGINAL_COMMAND` into a verb and arguments, or a refusal.
+//! - [`request`]: `SSH_ORIGINAL_COMMAND`, decoded by [`crate::wire`], checked against the
+//!   verb's rules into a request, or a refusal.
 //! - [`call`]: one invocation, end to end; [`keyed`]: run, attach or replay by key.
 //! - [`report`]: how a call ended; [`gate`]: its one audit line, written at the decision;
 //!   [`turn`]: its place in its lock's queue, or the refusal.
