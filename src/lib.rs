@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
 //! - [`error`]: the one error enum with the codes of docs/rpc.md, HTTP statuses and retry hints.
-//! - [`args`]: the argument charset and command-line limits.
+//! - [`wire`]: the tether ↔ shim command line, encoded here and decoded by the shim.
+//! - [`exit`]: the process exit statuses of tether and its shim.
 //! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
 //! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
@@ -23,13 +24,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod args;
 pub mod call;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod doctor;
 pub mod error;
+pub mod exit;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -44,6 +45,7 @@ pub mod ssh;
 pub mod status_page;
 pub mod target;
 pub mod utf8;
+pub mod wire;
 
 use std::future::Future;
 

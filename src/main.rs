@@ -10,9 +10,6 @@ use clap::{Parser, Subcommand};
 use tether::cli::{call, check};
 use tether::config::{self, LogFormat};
 
-/// sysexits' EX_CONFIG: the configuration is invalid.
-const EXIT_CONFIG: u8 = 78;
-
 #[derive(Parser)]
 #[command(
     name = "tether",
@@ -91,7 +88,7 @@ fn main() -> ExitCode {
 fn load(path: Option<PathBuf>) -> Result<config::Loaded, ExitCode> {
     config::load(path.as_deref()).map_err(|errors| {
         eprint!("tether: {errors}");
-        ExitCode::from(EXIT_CONFIG)
+        ExitCode::from(tether::exit::CONFIG_UNUSABLE)
     })
 }
 

@@ -9,7 +9,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::args::command_line;
 use crate::call::buffer::Buffer;
 use crate::error::Error;
 use crate::health::Status;
@@ -17,6 +16,7 @@ use crate::ssh::connection::Connection;
 use crate::ssh::exec::{self, Command, ExecError, Limits, Ran};
 use crate::ssh::interest::Interest;
 use crate::target::Target;
+use crate::wire;
 
 /// Output of a shim probe is small; anything more is not kept.
 const SHIM_OUTPUT_CAP: usize = 64 * 1024;
@@ -131,7 +131,7 @@ async fn shim(target: &Target, tracker: &TaskTracker, cancel: &CancellationToken
     let start = Instant::now();
     let result = async {
         let conn = target.any_connection().await?;
-        let line = command_line(&probe.shim_verb, &probe.shim_args)?;
+        let line = wire::encode(&probe.shim_verb, &probe.shim_args)?;
         let cmd = Command { line, stdin: None };
         let mut buffer = Buffer::new(SHIM_OUTPUT_CAP, target.budget());
         let limits = Limits {

@@ -40,7 +40,7 @@ fn the_argument_validator_lets_nothing_else_through() {
         .run(
             &("[a-z-]{1,8}", proptest::collection::vec(arg(), 0..6)),
             |(verb, args)| {
-                if let Ok(line) = tether::args::command_line(&verb, &args) {
+                if let Ok(line) = tether::wire::encode(&verb, &args) {
                     prop_assert!(line.bytes().all(allowed_on_the_wire), "{line:?}");
                     prop_assert_eq!(line.split(' ').count(), args.len() + 1);
                 }

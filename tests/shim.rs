@@ -324,3 +324,26 @@ fn a_plain_verb_runs_with_the_callers_exit_status() {
     }
     assert_eq!(audit[0]["verb"], "exit");
 }
+
+#[test]
+fn leading_trailing_or_repeated_spaces_are_refused_and_nothing_runs() {
+    let laptop = Laptop::start();
+    let lines = ["health  s1", " health", "health ", "exit  7"];
+    for line in lines {
+        let out = laptop.ssh(line, b"");
+        assert_eq!(out.status.code(), Some(2), "{line:?}: {out:?}");
+        let said = text(&out.stderr);
+        assert!(said.starts_with("tether shim: "), "{line:?}: {said}");
+        assert!(said.contains("repeated space"), "{line:?}: {said}");
+    }
+    assert!(laptop.runs().is_empty(), "{:?}", laptop.runs());
+    assert_eq!(laptop.outcomes(), ["refused"; 4]);
+    let verbs: Vec<_> = laptop.audit().iter().map(|l| l["verb"].clone()).collect();
+    let (health, exit) = (serde_json::json!("health"), serde_json::json!("exit"));
+    assert_eq!(
+        verbs,
+        [health.clone(), serde_json::Value::Null, health, exit]
+    );
+    let out = laptop.ssh("health s1", b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}

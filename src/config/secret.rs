@@ -1,38 +1,50 @@
-//! A string that never shows itself: Debug, Display and Serialize print `<redacted>`.
+//! A value that never shows itself: Debug, Display and Serialize print `<redacted>`,
+//! whatever it holds.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Secret text such as a private key. Read it with [`Secret::expose`].
+/// A secret value, text by default (a private key). Read it with [`Secret::expose`].
 #[derive(Clone, Default, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret<T = String>(T);
 
 impl Secret {
+    /// Secret text; [`Secret::from`] wraps any other value.
     pub fn new(text: impl Into<String>) -> Self {
         Secret(text.into())
     }
+}
 
+impl<T> From<T> for Secret<T> {
+    fn from(value: T) -> Self {
+        Secret(value)
+    }
+}
+
+impl<T> Secret<T> {
     /// The secret itself; keep it out of logs and messages.
-    pub fn expose(&self) -> &str {
+    pub fn expose(&self) -> &T {
         &self.0
     }
 }
 
 const REDACTED: &str = "<redacted>";
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
 }
 
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<T> fmt::Display for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(REDACTED)
     }
 }
 
-impl Serialize for Secret {
+impl<T> Serialize for Secret<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(REDACTED)
     }
@@ -48,5 +60,13 @@ mod tests {
         assert_eq!(format!("{s:?} {s}"), "<redacted> <redacted>");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         assert!(s.expose().starts_with("-----BEGIN"));
+    }
+
+    #[test]
+    fn any_value_stays_hidden() {
+        let token = Secret::from(b"tskey-123".to_vec());
+        assert_eq!(format!("{token:?} {token}"), "<redacted> <redacted>");
+        assert_eq!(serde_json::to_string(&token).unwrap(), "\"<redacted>\"");
+        assert_eq!(token.expose(), b"tskey-123");
     }
 }

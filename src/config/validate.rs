@@ -9,9 +9,9 @@ use std::time::Duration;
 use russh::keys::{PrivateKey, PublicKey};
 
 use super::{Config, ConfigErrors, TargetConfig};
-use crate::args::check_arg;
 use crate::ssh::credentials::Credentials;
 use crate::ssh::{keys, known_hosts};
+use crate::wire::check_arg;
 
 /// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;

@@ -22,11 +22,10 @@ use report::TargetReport;
 use subject::Subject;
 
 use crate::config::{self, Origins, credential_parts};
+use crate::exit;
 
 /// Some check failed.
 const EXIT_FAILED: u8 = 1;
-/// sysexits' EX_CONFIG: the configuration is invalid.
-const EXIT_CONFIG: u8 = 78;
 
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
@@ -47,7 +46,7 @@ pub async fn run(args: DoctorArgs) -> u8 {
     let (reports, code) = match diagnose(&args).await {
         Ok(reports) if report::failed(&reports) => (reports, EXIT_FAILED),
         Ok(reports) => (reports, 0),
-        Err(reports) => (reports, EXIT_CONFIG),
+        Err(reports) => (reports, exit::CONFIG_UNUSABLE),
     };
     if args.json {
         println!("{}", report::json(&reports));

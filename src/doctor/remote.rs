@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::report::TargetReport;
 use super::subject::Subject;
-use crate::args::command_line;
 use crate::call::buffer::{Buffer, Output};
 use crate::ssh::connection::Connection;
 use crate::ssh::exec::{self, Command, Limits, Ran};
 use crate::ssh::interest::Interest;
 use crate::ssh::output::Budget;
+use crate::wire;
 
 /// The checks this module runs, in order.
 pub const CHECKS: [&str; 3] = ["forced_command", "sessions", "latency"];
@@ -48,7 +48,7 @@ async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connec
         );
         return;
     }
-    let line = match command_line(&probe.shim_verb, &probe.shim_args) {
+    let line = match wire::encode(&probe.shim_verb, &probe.shim_args) {
         Ok(line) => line,
         Err(e) => {
             r.fail(

@@ -22,13 +22,13 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::args::command_line;
 use crate::call::{Call, Piece, task};
 use crate::error::Error;
 use crate::http::clock::Timeouts;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
+use crate::wire;
 
 /// Longest request id accepted from a caller.
 const MAX_REQUEST_ID: usize = 128;
@@ -292,7 +292,7 @@ async fn accept(
         Some(ms) => verb_config.timeout.min(Duration::from_millis(ms)),
         None => verb_config.timeout,
     };
-    let line = command_line(&request.verb, &request.args).map_err(|e| refused(e, id, labels))?;
+    let line = wire::encode(&request.verb, &request.args).map_err(|e| refused(e, id, labels))?;
     let call = Call {
         request_id,
         verb: request.verb,

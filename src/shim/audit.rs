@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use super::journal::make_dir;
+use super::files::make_dir;
 
 /// A verb, key, lock or client longer than this is written as its length and SHA-256.
 pub const MAX_FIELD: usize = 128;

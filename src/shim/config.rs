@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::home::expand_home;
 use super::template::Template;
-use crate::args::check_arg;
+use crate::wire::check_arg;
 
 /// Keyed calls' state and output, unless configured.
 pub const DEFAULT_JOURNAL_DIR: &str = "~/.local/state/tether/journal";
@@ -371,33 +372,6 @@ fn audit_path(value: &str) -> Result<Option<PathBuf>, String> {
     }
 }
 
-/// Expands a leading `~` or `$HOME`; the result must be absolute.
-pub fn expand_home(value: &str) -> Result<PathBuf, String> {
-    let rest = ["~", "$HOME"]
-        .iter()
-        .find_map(|prefix| match value.strip_prefix(prefix) {
-            Some(rest) if rest.is_empty() || rest.starts_with('/') => Some(rest),
-            _ => None,
-        });
-    let path = match rest {
-        Some(rest) => {
-            let home = std::env::var("HOME")
-                .ok()
-                .filter(|h| !h.is_empty())
-                .ok_or_else(|| format!("{value:?} needs $HOME, which is not set"))?;
-            PathBuf::from(format!("{home}{rest}"))
-        }
-        None => PathBuf::from(value),
-    };
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{value:?} is not an absolute path (sshd's working directory and PATH are not yours)"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,20 +488,5 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("unknown field `key`"), "{err}");
-    }
-
-    #[test]
-    fn home_expands_in_paths() {
-        let home = std::env::var("HOME").unwrap();
-        assert_eq!(
-            expand_home("~/.local/x").unwrap(),
-            PathBuf::from(format!("{home}/.local/x"))
-        );
-        assert_eq!(
-            expand_home("$HOME/x").unwrap(),
-            PathBuf::from(format!("{home}/x"))
-        );
-        assert_eq!(expand_home("/abs").unwrap(), PathBuf::from("/abs"));
-        assert!(expand_home("~user/x").is_err());
     }
 }

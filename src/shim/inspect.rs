@@ -12,9 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use super::config::{self, ShimConfig};
 use super::journal::{Entry, Journal, Record};
 use super::{process, strict};
-
-/// sysexits' EX_CONFIG, as `tether serve` uses for an invalid config.
-pub const EXIT_CONFIG: u8 = 78;
+use crate::exit;
 
 /// Validates the config, that every verb's program exists and is executable, and that nobody
 /// else can write them; prints every problem. 0 when usable, 78 when not.
@@ -66,7 +64,7 @@ fn report(problems: &[String]) -> u8 {
     for problem in problems {
         eprintln!("tether shim: {problem}");
     }
-    EXIT_CONFIG
+    exit::CONFIG_UNUSABLE
 }
 
 /// Lists the journal's entries, or shows those for `key` in full (1 when there is none).

@@ -13,7 +13,7 @@
 //! which fails when the name is taken: exactly one caller claims a key.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,8 +21,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// File names longer than this are replaced by a hash (most file systems allow 255 bytes).
-const MAX_NAME: usize = 200;
+use super::files::{
+    MAX_NAME, create_private, file_name, hex, make_dir, sync_dir, write_atomically,
+};
+use super::queue;
+
 /// Garbage collection runs at most this often (or every `retention`, if shorter).
 const GC_EVERY: Duration = Duration::from_secs(60);
 /// A claim that never got published (its shim died while building it) is removed after this.
@@ -381,7 +384,7 @@ impl Journal {
         record.state == State::Done
             && record
                 .ended_ms
-                .is_some_and(|end| end + millis(self.retention) <= now_ms())
+                .is_some_and(|end| end + whole_millis(self.retention) <= now_ms())
     }
 
     /// Every entry directory, in name order.
@@ -415,13 +418,13 @@ impl Journal {
             .mode(0o600)
             .open(&stamp)?
             .set_modified(SystemTime::now())?;
-        let abandoned_before = now_ms().saturating_sub(millis(self.retention));
+        let abandoned_before = now_ms().saturating_sub(whole_millis(self.retention));
         for entry in self.entries()? {
             self.remove_if(&entry, |r| {
                 self.expired(r) || (r.state != State::Done && r.created_ms < abandoned_before)
             })?;
         }
-        super::queue::collect_garbage(&self.locks_dir(), self.retention)?;
+        queue::collect_garbage(&self.locks_dir(), self.retention)?;
         if let Ok(read) = fs::read_dir(self.tmp_dir()) {
             for tmp in read.flatten() {
                 let old = tmp
@@ -463,59 +466,6 @@ pub fn root_of(dir: &Path) -> &Path {
         .unwrap_or(Path::new("/"))
 }
 
-/// Creates `dir` and its parents, private to the user.
-pub fn make_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-fn create_private(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-}
-
-/// Writes `name` in `dir` by write, fsync, rename, fsync of the directory.
-pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, dir.join(name))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// A verb, key or lock value as one file name: `/` and `%` are escaped, and a leading `.`.
-pub fn file_name(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for (i, c) in value.char_indices() {
-        match c {
-            '/' => out.push_str("%2F"),
-            '%' => out.push_str("%25"),
-            '.' if i == 0 => out.push_str("%2E"),
-            c => out.push(c),
-        }
-    }
-    if out.len() > MAX_NAME {
-        return format!("#{}", hex(&Sha256::digest(value)));
-    }
-    out
-}
-
 fn digest(args: &[String]) -> String {
     let mut hasher = Sha256::new();
     for arg in args {
@@ -525,19 +475,17 @@ fn digest(args: &[String]) -> String {
     hex(&hasher.finalize())
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn now_ms() -> u64 {
-    millis(
+    whole_millis(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default(),
     )
 }
 
-fn millis(d: Duration) -> u64 {
+/// `d` in whole milliseconds, as the journal and the supervisor's handoff record times;
+/// saturating at `u64::MAX`.
+pub fn whole_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

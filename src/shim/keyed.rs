@@ -7,16 +7,17 @@
 use std::fs::File;
 
 use super::audit::{Outcome, abbreviate};
-use super::call::{Gate, Report, join_queue};
 use super::config::ShimConfig;
-use super::env;
-use super::journal::{Claim, Entry, Journal, Record, State};
+use super::gate::Gate;
+use super::journal::{Claim, Entry, Journal, Record, State, whole_millis};
 use super::queue::{self, Ticket};
+use super::report::Report;
 use super::request::Request;
 use super::running::{self, Caps};
 use super::spool::Spool;
 use super::supervisor::{self, Handoff};
 use super::tail::{self, Ended, Failed};
+use super::{env, turn};
 
 /// Claims are retried when the entry found goes away meanwhile (expired, or never started).
 const ATTEMPTS: usize = 3;
@@ -84,10 +85,10 @@ fn first(call: &Keyed, entry: &Entry, lock: File, gate: &Gate) -> Report {
         program: verb.exec.program().clone(),
         args: verb.exec.args(&call.request.args),
         env: env::for_verb(&call.config.path, &verb.pass_env),
-        timeout_ms: millis(verb.timeout),
+        timeout_ms: whole_millis(verb.timeout),
         stdin: verb.stdin,
         max_output_bytes: limits.max_output_bytes,
-        queue_wait_ms: millis(limits.queue_wait),
+        queue_wait_ms: whole_millis(limits.queue_wait),
         admit_later,
     };
     if let Err(e) = supervisor::launch(entry, lock, ticket, &handoff) {
@@ -118,7 +119,7 @@ fn admit(call: &Keyed, entry: &Entry) -> Result<(Option<Ticket>, Option<Caps>), 
     }
     let ticket = match call.request.lock() {
         None => None,
-        Some(value) => Some(join_queue(call.journal, value, limits)?),
+        Some(value) => Some(turn::join(call.journal, value, limits)?),
     };
     let caps = Caps {
         verb: call.request.name.clone(),
@@ -137,10 +138,6 @@ fn admit(call: &Keyed, entry: &Entry) -> Result<(Option<Ticket>, Option<Caps>), 
             Err(Report::busy(full))
         }
     }
-}
-
-fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The key has an entry: replay it, attach to it, or say why not. `None`: the entry went away

@@ -6,11 +6,16 @@
 //! few a call needs.
 //!
 //! # Layout
-//! - [`config`]: `shim.toml`, checked whole; [`template`]: a verb's argv.
+//! - [`config`]: `shim.toml`, checked whole; [`template`]: a verb's argv; [`home`]: `~` in
+//!   the paths they name.
 //! - [`strict`]: StrictModes-like ownership checks of the config, journal and programs.
-//! - [`request`]: `SSH_ORIGINAL_COMMAND` into a verb and arguments, or a refusal.
+//! - [`request`]: `SSH_ORIGINAL_COMMAND`, decoded by [`crate::wire`], checked against the
+//!   verb's rules into a request, or a refusal.
 //! - [`call`]: one invocation, end to end; [`keyed`]: run, attach or replay by key.
-//! - [`journal`]: entries on disk, crash-safe; [`queue`]: `lock_arg`'s arrival-order queue.
+//! - [`report`]: how a call ended; [`gate`]: its one audit line, written at the decision;
+//!   [`turn`]: its place in its lock's queue, or the refusal.
+//! - [`journal`]: entries on disk, crash-safe; [`queue`]: `lock_arg`'s arrival-order queue;
+//!   [`files`]: the private, write-then-rename files both keep.
 //! - [`running`]: `max_running`, keyed runs under way; [`spool`]: a keyed call's stdin on disk.
 //! - [`supervisor`]: the detached process that runs a keyed command and records it.
 //! - [`process`]: one command with a timeout and a shell's exit status; [`env`]: its
@@ -23,11 +28,15 @@ pub mod call;
 pub mod caller;
 pub mod config;
 pub mod env;
+pub mod files;
+pub mod gate;
+pub mod home;
 pub mod inspect;
 pub mod journal;
 pub mod keyed;
 pub mod process;
 pub mod queue;
+pub mod report;
 pub mod request;
 pub mod running;
 pub mod spool;
@@ -35,6 +44,7 @@ pub mod strict;
 pub mod supervisor;
 pub mod tail;
 pub mod template;
+pub mod turn;
 
 use std::path::PathBuf;
 

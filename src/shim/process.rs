@@ -12,8 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-/// The exit status recorded for a command killed by its timeout (as coreutils' `timeout`).
-pub const TIMED_OUT: i32 = 124;
+use crate::exit;
 
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +40,7 @@ pub fn run(cmd: &mut Command, stdin: Stdio, timeout: Duration) -> io::Result<Fin
     let signal = status.signal();
     Ok(Finished {
         status: match (timed_out, status.code(), signal) {
-            (true, _, _) => TIMED_OUT,
+            (true, _, _) => i32::from(exit::TIMED_OUT),
             (false, Some(code), _) => code,
             (false, None, Some(sig)) => 128 + sig,
             (false, None, None) => 255,
@@ -106,7 +105,7 @@ mod tests {
         let pid_file = dir.path().join("bg.pid");
         let script = format!("sleep 600 & echo $! > {}; wait", pid_file.display());
         let f = run(&mut sh(&script), Stdio::null(), Duration::from_secs(2)).unwrap();
-        assert_eq!((f.status, f.timed_out), (TIMED_OUT, true));
+        assert_eq!((f.status, f.timed_out), (i32::from(exit::TIMED_OUT), true));
         let bg: i32 = std::fs::read_to_string(&pid_file)
             .unwrap()
             .trim()

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::journal::{file_name, make_dir, write_atomically};
+use super::files::{file_name, make_dir, write_atomically};
 
 /// A drawn ticket, its lock held by `file` (and by any process that inherits it).
 pub struct Ticket {

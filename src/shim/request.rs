@@ -1,12 +1,13 @@
-//! The caller's request: `SSH_ORIGINAL_COMMAND` split on spaces, never through a shell, each
-//! word checked against the same charset and limits as tether's arguments, then against the
-//! verb's own rules (no leading `-` unless `allow_dash`, `arg_patterns`). A reason never
+//! The caller's request: `SSH_ORIGINAL_COMMAND` decoded by [`crate::wire`] (the rules tether
+//! encodes it with; never through a shell), then checked against the verb's own rules (its
+//! argument count, no leading `-` unless `allow_dash`, `arg_patterns`). A reason never
 //! repeats what the caller sent: the audit line names the verb, bounded.
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 use super::config::{ShimConfig, Verb};
-use crate::args::{MAX_COMMAND_BYTES, check_arg};
+use crate::wire;
 
 /// A request that passed every check: an allowed verb with the right number of good arguments.
 #[derive(Debug)]
@@ -46,34 +47,22 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Requ
         verb: verb.map(str::to_string),
         reason,
     };
+    let unknown = |name| refuse(Some(name), "unknown verb: it is not in shim.toml".into());
     let command = command.ok_or_else(|| {
         refuse(
             None,
             "no SSH_ORIGINAL_COMMAND: run me as sshd's forced command, with a verb".into(),
         )
     })?;
-    if command.len() > MAX_COMMAND_BYTES {
-        return Err(refuse(
-            None,
-            format!("the command line is over {MAX_COMMAND_BYTES} bytes"),
-        ));
-    }
-    let line = command
-        .to_str()
-        .ok_or_else(|| refuse(None, "the command line is not UTF-8".into()))?;
-    let mut words = line.split(' ').filter(|w| !w.is_empty());
-    let name = words
-        .next()
-        .ok_or_else(|| refuse(None, "no verb was given".into()))?;
-    check_arg(name).map_err(|e| refuse(None, format!("the verb: {e}")))?;
-    let verb = config
-        .verbs
-        .get(name)
-        .ok_or_else(|| refuse(Some(name), "unknown verb: it is not in shim.toml".into()))?;
-    let args: Vec<String> = words.map(str::to_string).collect();
-    for (i, arg) in args.iter().enumerate() {
-        check_arg(arg).map_err(|e| refuse(Some(name), format!("argument {}: {e}", i + 1)))?;
-    }
+    let wire::Decoded { verb: name, args } = wire::decode(command.as_bytes()).map_err(|bad| {
+        match bad.verb {
+            // An unknown verb is named before whatever is wrong further on.
+            Some(name) if !config.verbs.contains_key(name) => unknown(name),
+            verb => refuse(verb, bad.reason),
+        }
+    })?;
+    let verb = config.verbs.get(name).ok_or_else(|| unknown(name))?;
+    let args: Vec<String> = args.into_iter().map(str::to_string).collect();
     if !(verb.min_args..=verb.max_args).contains(&args.len()) {
         let wanted = if verb.min_args == verb.max_args {
             format!("{}", verb.min_args)
@@ -196,6 +185,9 @@ mod tests {
         assert!(!bad.contains("$("), "{bad}");
         assert!(reason("").contains("no verb"));
         assert!(reason("he\tlth").starts_with("the verb:"));
+        assert!(reason("health  s1").contains("repeated space"));
+        let unknown = reason("rm  $(id)");
+        assert!(unknown.starts_with("unknown verb"), "{unknown}");
         assert!(
             parse(None, &config())
                 .unwrap_err()

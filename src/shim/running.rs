@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::journal::{Entry, make_dir, root_of};
+use super::files::make_dir;
+use super::journal::{Entry, root_of};
 
 /// The caps a run is admitted under.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::journal::{Journal, StdinPrint, hex};
+use super::files::hex;
+use super::journal::{Journal, StdinPrint};
 
 /// The most stdin a verb with `stdin = true` accepts.
 pub const MAX_STDIN: u64 = 64 << 20;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::config::expand_home;
+use super::home::expand_home;
 
 /// A parsed `exec` array.
 #[derive(Debug, Clone, PartialEq, Eq)]
