@@ -19,7 +19,7 @@ use crate::ssh::connection::{self, Destination};
 pub use load::{ConfigErrors, Read, load, read};
 pub use origins::Origins;
 pub use secret::Secret;
-pub use validate::{CredentialParts, Loaded, check, credential_parts, validate};
+pub use validate::{CredentialParts, Loaded, MAX_SOCKET_PATH, check, credential_parts, validate};
 
 /// Where the RPC socket lives unless configured.
 pub const DEFAULT_SOCKET: &str = "/run/tether/tether.sock";

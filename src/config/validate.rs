@@ -14,7 +14,7 @@ use crate::ssh::{keys, known_hosts};
 use crate::wire::check_arg;
 
 /// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// A valid config with each target's credentials parsed, ready to run.
 #[derive(Debug, Clone)]

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::call::{Call, Piece, task};
+use crate::config::MAX_SOCKET_PATH;
 use crate::error::Error;
 use crate::http::clock::Timeouts;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
@@ -32,8 +33,6 @@ use crate::wire;
 
 /// Longest request id accepted from a caller.
 const MAX_REQUEST_ID: usize = 128;
-/// The longest path a Unix socket can be bound at (sun_path, without its NUL).
-const MAX_SOCKET_PATH: usize = 107;
 
 /// The body of `POST /v1/call`.
 #[derive(Debug, Deserialize)]
@@ -84,7 +83,7 @@ fn staging_dir(path: &Path) -> Result<PathBuf, String> {
     let needed = staging.as_os_str().len() + 2;
     if needed > MAX_SOCKET_PATH {
         return Err(format!(
-            "cannot bind {} safely: its directory's path is too long to bind inside it              ({needed} of {MAX_SOCKET_PATH} bytes); use a shorter server.socket",
+            "cannot bind {} safely: its directory's path is too long to bind inside it ({needed} of {MAX_SOCKET_PATH} bytes); use a shorter server.socket",
             path.display()
         ));
     }
