@@ -9,6 +9,7 @@
 //! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
 //! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
+//! - [`trace`]: W3C trace context: the caller's traceparent, or a fresh one.
 //! - [`utf8`]: output bytes to text, piece by piece, never splitting a character.
 //! - [`health`] and [`probe`]: the cached probe results and the loop that feeds them.
 //! - [`metrics`]: every metric of docs/metrics.md on tether's own registry.
@@ -44,6 +45,7 @@ pub mod sidecar;
 pub mod ssh;
 pub mod status_page;
 pub mod target;
+pub mod trace;
 pub mod utf8;
 pub mod wire;
 

@@ -1,10 +1,11 @@
 //! What the RPC and admin servers share: the targets, the allowlist, metrics, the run-time
-//! state, and the drain flag.
+//! state, the calls in flight, and the drain flag.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::call::registry::Registry;
 use crate::config::{ServerConfig, VerbConfig};
 use crate::error::Error;
 use crate::health::Status;
@@ -20,6 +21,8 @@ pub struct Sidecar {
     pub metrics: Metrics,
     /// The tasks, the hard stop and the budget the targets share.
     pub runtime: Runtime,
+    /// The calls in flight, all targets together (`GET /v1/calls`, cancel).
+    pub calls: Arc<Registry>,
     /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
     draining: AtomicBool,
 }
@@ -38,6 +41,7 @@ impl Sidecar {
             verbs,
             metrics,
             runtime,
+            calls: Arc::default(),
             draining: AtomicBool::new(false),
         }
     }
