@@ -47,7 +47,11 @@ fn route(shared: &Sidecar, req: Request<Incoming>) -> Response<Body> {
         return calls::cancel(shared, &path[calls::PATH.len()..], None);
     }
     if req.method() != Method::GET {
-        return respond(405, "text/plain", "only GET is served here (and DELETE /v1/calls/ID)\n");
+        return respond(
+            405,
+            "text/plain",
+            "only GET is served here (and DELETE /v1/calls/ID)\n",
+        );
     }
     match path {
         "/v1/calls" => calls::list(shared),

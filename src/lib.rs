@@ -17,8 +17,8 @@
 //! - [`runtime`]: the run-time state: task trackers, the drain's hard stop, the output budget.
 //! - [`sidecar`]: what the servers share, and the drain flag.
 //! - [`serve`]: startup and shutdown: build (every bind), spawn (servers, probes), drain.
-//! - [`shutdown`]: signals; [`cli`]: the `call` and `check` commands (main.rs has `serve`
-//!   and `config`).
+//! - [`shutdown`]: signals; [`cli`]: the `call`, `check`, `calls` and `cancel` commands
+//!   (main.rs has `serve` and `config`).
 //! - [`demo`]: `tether demo`, a loopback SSH server running the real shim behind the real sidecar.
 //! - [`doctor`]: `tether doctor`, the operator's preflight against the real remote.
 //! - [`shim`]: `tether shim`, the laptop half: sshd's forced command, exactly-once keyed calls.

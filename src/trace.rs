@@ -34,7 +34,10 @@ impl Trace {
         let (trace_id, parent_id, flags) = match parse_traceparent(given) {
             Ok(parsed) => parsed,
             Err(why) => {
-                tracing::debug!(why, "ignoring an invalid traceparent; starting a fresh trace");
+                tracing::debug!(
+                    why,
+                    "ignoring an invalid traceparent; starting a fresh trace"
+                );
                 return Trace::fresh();
             }
         };
@@ -106,11 +109,14 @@ fn parse_traceparent(given: &str) -> Result<(String, String, String), &'static s
 /// A tracestate worth passing on: short and printable ASCII (not parsed further).
 fn sane_tracestate(state: &str) -> bool {
     let state = state.trim();
-    !state.is_empty() && state.len() <= MAX_TRACESTATE && state.bytes().all(|b| (0x20..0x7f).contains(&b))
+    !state.is_empty()
+        && state.len() <= MAX_TRACESTATE
+        && state.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn all_zero(s: &str) -> bool {
@@ -142,7 +148,11 @@ mod tests {
         let down = trace.downstream();
         assert!(down.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(down.ends_with("-01"));
-        assert_ne!(&down[36..52], "00f067aa0ba902b7", "tether's span, not the caller's");
+        assert_ne!(
+            &down[36..52],
+            "00f067aa0ba902b7",
+            "tether's span, not the caller's"
+        );
         assert!(parse_traceparent(&down).is_ok());
     }
 
@@ -163,7 +173,10 @@ mod tests {
             assert!(parse_traceparent(bad).is_err(), "{bad:?} must be refused");
             let trace = Trace::continue_or_start(Some(bad), Some("vendor=abc"));
             assert_eq!(trace.parent_id, None, "{bad:?}");
-            assert_eq!(trace.state, None, "a tracestate without its traceparent is dropped");
+            assert_eq!(
+                trace.state, None,
+                "a tracestate without its traceparent is dropped"
+            );
             assert!(parse_traceparent(&trace.downstream()).is_ok());
         }
     }

@@ -270,7 +270,11 @@ impl Tracked {
     }
 
     fn read<T: Default>(&self, look: impl FnOnce(&Entry) -> T) -> T {
-        self.registry.lock().get(&self.key).map(look).unwrap_or_default()
+        self.registry
+            .lock()
+            .get(&self.key)
+            .map(look)
+            .unwrap_or_default()
     }
 }
 
@@ -385,14 +389,24 @@ mod tests {
         let other = registry.register(registration("other"));
         let cancelled = registry.cancel("dup");
         assert_eq!(cancelled.len(), 2);
-        assert!(cancelled.iter().all(|c| c.state_before == State::Queued && !c.sent));
+        assert!(
+            cancelled
+                .iter()
+                .all(|c| c.state_before == State::Queued && !c.sent)
+        );
         assert!(first.cancel.is_cancelled() && second.cancel.is_cancelled());
         assert!(!other.cancel.is_cancelled());
         assert!(registry.cancel("dup").is_empty(), "already cancelled");
         let overruled = first.overrule::<()>(Err(Error::ShuttingDown));
         assert!(matches!(overruled, Err(Error::Cancelled(m)) if m.contains("never sent")));
-        assert!(first.overrule(Ok(())).is_ok(), "a call that finished keeps its result");
+        assert!(
+            first.overrule(Ok(())).is_ok(),
+            "a call that finished keeps its result"
+        );
         other.answered(false);
-        assert!(registry.cancel("other").is_empty(), "an answered call is not cancelled");
+        assert!(
+            registry.cancel("other").is_empty(),
+            "an answered call is not cancelled"
+        );
     }
 }

@@ -126,7 +126,9 @@ async fn run(target: Arc<Target>, call: Call, reply: Reply, tracked: Tracked) {
                 let mut sink = tracked.sink(&mut streamer);
                 let (result, release) = target.execute(&call, &mut sink, &mut interest).await;
                 (
-                    tracked.overrule(result).and_then(|exit| streamer.ending(exit)),
+                    tracked
+                        .overrule(result)
+                        .and_then(|exit| streamer.ending(exit)),
                     false,
                     Some(release),
                 )

@@ -47,7 +47,11 @@ pub fn cancel(sidecar: &Sidecar, request_id: &str, by_uid: Option<u32>) -> Respo
             state_before = call.state_before.as_str(),
             sent = call.sent,
             canceller_uid = by_uid,
-            via = if by_uid.is_some() { "socket" } else { "admin port" },
+            via = if by_uid.is_some() {
+                "socket"
+            } else {
+                "admin port"
+            },
             "call cancelled by an operator"
         );
     }
