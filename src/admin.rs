@@ -10,7 +10,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::error::Error;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::rpc::calls;
 use crate::sidecar::Sidecar;
@@ -40,9 +39,7 @@ fn route(shared: &Sidecar, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if req.method() == Method::DELETE && path.starts_with(calls::PATH) {
         if !shared.server.admin_mutations {
-            let e = Error::AdminReadOnly;
-            let body = serde_json::json!({"error": {"code": e.code(), "message": e.to_string(), "retryable": false}});
-            return json(e.http_status(), &body);
+            return calls::read_only();
         }
         return calls::cancel(shared, &path[calls::PATH.len()..], None);
     }

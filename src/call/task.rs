@@ -1,7 +1,8 @@
 //! The call task: runs one call to its end whatever its caller does once it was sent (a call
 //! whose caller leaves while it is queued is dropped, never sent), answers the caller if it
 //! is still there, writes the call's one log line and its metrics, and only then lets the
-//! server's side of the channel finish before the slot goes back to the pool.
+//! server's side of the channel finish before the slot goes back to the pool. Until then the
+//! call is listed in the [`Registry`] of calls in flight, where an operator may cancel it.
 
 use std::sync::Arc;
 

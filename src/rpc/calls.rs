@@ -58,6 +58,11 @@ pub fn cancel(sidecar: &Sidecar, request_id: &str, by_uid: Option<u32>) -> Respo
     ok(&CancelAnswer { cancelled })
 }
 
+/// The admin port's refusal of a cancel while `server.admin_mutations` is off.
+pub fn read_only() -> Response<Body> {
+    answer::error(&Error::AdminReadOnly, false, None)
+}
+
 fn ok(body: &impl Serialize) -> Response<Body> {
     let body = serde_json::to_vec(body).expect("serializable");
     respond(200, "application/json", body)
