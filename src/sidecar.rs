@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::call::cache::Results;
 use crate::config::{ServerConfig, VerbConfig};
 use crate::error::Error;
 use crate::health::Status;
@@ -20,6 +21,8 @@ pub struct Sidecar {
     pub metrics: Metrics,
     /// The tasks, the hard stop and the budget the targets share.
     pub runtime: Runtime,
+    /// What the cached verbs of every target share.
+    pub results: Arc<Results>,
     /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
     draining: AtomicBool,
 }
@@ -38,6 +41,7 @@ impl Sidecar {
             verbs,
             metrics,
             runtime,
+            results: Arc::default(),
             draining: AtomicBool::new(false),
         }
     }

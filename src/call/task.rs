@@ -10,19 +10,20 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::buffer::{Buffer, Output};
+use super::cache::{self, Results, SharedResult};
 use super::stream::Streamer;
 use super::{Answer, Call, Ending, Meta, Reply};
 use crate::error::Error;
-use crate::ssh::exec::Exit;
-use crate::ssh::interest::Interest;
 use crate::target::Target;
+use crate::transport::interest::Interest;
+use crate::transport::{Exit, Release};
 
-/// Starts `call` on `target` as a task of its own; `reply` is how the caller listens.
-pub fn start(target: &Arc<Target>, call: Call, reply: Reply) {
+/// Starts `call` on `target` as a task of its own; `reply` is how the caller listens, and
+/// `results` holds what cached verbs share.
+pub fn start(target: &Arc<Target>, results: &Arc<Results>, call: Call, reply: Reply) {
     let span = tracing::info_span!("call", request_id = %call.request_id, target = %target.name, verb = %call.verb);
-    target
-        .calls()
-        .spawn(run(target.clone(), call, reply).instrument(span));
+    let task = run(target.clone(), results.clone(), call, reply);
+    target.calls().spawn(task.instrument(span));
 }
 
 /// A buffered subscription: the receiver yields the answer, once.
@@ -31,22 +32,30 @@ pub fn buffered() -> (Reply, mpsc::Receiver<Answer>) {
     (Reply::Buffered(tx), rx)
 }
 
-/// The caller's interest in its call: lost when it drops its subscription (hangs up).
-fn interest<T: Send + 'static>(tx: &mpsc::Sender<T>) -> Interest {
-    let tx = tx.clone();
-    Interest::until(async move { tx.closed().await })
-}
-
 /// A streamed subscription: the receiver yields the call's pieces.
 pub fn streamed() -> (Reply, mpsc::Receiver<super::Piece>) {
     let (tx, rx) = mpsc::channel(super::stream::PIECES_IN_FLIGHT);
     (Reply::Streamed(tx), rx)
 }
 
-async fn run(target: Arc<Target>, call: Call, reply: Reply) {
+/// The caller's interest in its call: lost when it drops its subscription (hangs up).
+fn interest<T: Send + 'static>(tx: &mpsc::Sender<T>) -> Interest {
+    let tx = tx.clone();
+    Interest::until(async move { tx.closed().await })
+}
+
+/// How a call went, for its log line and metrics.
+struct Outcome {
+    cached: bool,
+    summary: Result<Exit, Error>,
+    /// The caller had hung up before its answer.
+    abandoned: bool,
+    /// What remains of the call on the remote once the caller was answered.
+    release: Release,
+}
+
+async fn run(target: Arc<Target>, results: Arc<Results>, call: Call, reply: Reply) {
     let started = Instant::now();
-    let cap = target.config.max_output_bytes;
-    let cacheable = !call.verb_config.cache_ttl.is_zero();
     let meta = |cached| Meta {
         request_id: call.request_id.clone(),
         target: target.name.clone(),
@@ -55,60 +64,100 @@ async fn run(target: Arc<Target>, call: Call, reply: Reply) {
         cached,
         idempotent: call.verb_config.idempotent,
     };
-    let (meta, summary, abandoned, release) = match reply {
+    let outcome = match reply {
         Reply::Buffered(tx) => {
-            let (result, cached, release) = if cacheable {
-                let (result, cached) = target.shared_run(&call).await;
-                (result, cached, None)
-            } else {
-                let mut buffer = Buffer::new(cap, target.budget());
-                let mut interest = interest(&tx);
-                let (result, release) = target.execute(&call, &mut buffer, &mut interest).await;
-                let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
-                (result, false, Some(release))
-            };
-            let meta = meta(cached);
+            let mut interest = interest(&tx);
+            let (result, cached, release) =
+                buffered_result(&target, &results, &call, &mut interest).await;
             let summary = result
                 .as_ref()
                 .map(|out| out.exit.clone())
                 .map_err(Error::clone);
             let answer = Answer {
-                meta: meta.clone(),
+                meta: meta(cached),
                 result,
             };
             let abandoned = tx.try_send(answer).is_err();
-            (meta, summary, abandoned, release)
+            Outcome {
+                cached,
+                summary,
+                abandoned,
+                release,
+            }
         }
         Reply::Streamed(tx) => {
             let mut interest = interest(&tx);
-            let mut streamer = Streamer::new(tx, cap);
-            let (result, cached, release) = if cacheable {
-                let (result, cached) = target.shared_run(&call).await;
+            let mut streamer = Streamer::new(tx, target.config.max_output_bytes);
+            let (result, cached, release) = if cached_verb(&call) {
+                let (result, cached, release) =
+                    buffered_result(&target, &results, &call, &mut interest).await;
                 if let Ok(out) = &result {
                     streamer.replay(out).await;
                 }
-                (result.map(|out| ending_of(&out)), cached, None)
+                (result.map(|out| ending_of(&out)), cached, release)
             } else {
-                let (result, release) = target.execute(&call, &mut streamer, &mut interest).await;
+                let (result, release) = execute(&target, &call, &mut interest, &mut streamer).await;
                 (
                     result.and_then(|exit| streamer.ending(exit)),
                     false,
-                    Some(release),
+                    release,
                 )
             };
-            let meta = meta(cached);
             let summary = result
                 .as_ref()
                 .map(|e| e.exit.clone())
                 .map_err(Error::clone);
-            let abandoned = streamer.end(meta.clone(), result).await;
-            (meta, summary, abandoned, release)
+            let abandoned = streamer.end(meta(cached), result).await;
+            Outcome {
+                cached,
+                summary,
+                abandoned,
+                release,
+            }
         }
     };
-    record(&target, &meta, summary.as_ref(), abandoned);
-    if let Some(release) = release {
-        release.await;
+    record(
+        &target,
+        &meta(outcome.cached),
+        outcome.summary.as_ref(),
+        outcome.abandoned,
+    );
+    outcome.release.await;
+}
+
+fn cached_verb(call: &Call) -> bool {
+    !call.verb_config.cache_ttl.is_zero()
+}
+
+/// Runs `call` for this caller alone, its output going to `sink`.
+async fn execute(
+    target: &Target,
+    call: &Call,
+    interest: &mut Interest,
+    sink: &mut dyn crate::transport::Sink,
+) -> (Result<Exit, Error>, Release) {
+    let idempotent = call.verb_config.idempotent;
+    target
+        .execute(&call.request, call.timeout, idempotent, interest, sink)
+        .await
+}
+
+/// The whole output of `call`: shared through `results` when its verb is cached (the flight
+/// owns the release then), else run for this caller alone. True when cached.
+async fn buffered_result(
+    target: &Arc<Target>,
+    results: &Results,
+    call: &Call,
+    interest: &mut Interest,
+) -> (SharedResult, bool, Release) {
+    if cached_verb(call) {
+        let (result, cached) = cache::shared_run(results, target, call).await;
+        return (result, cached, crate::transport::released());
     }
+    let mut buffer = Buffer::new(target.config.max_output_bytes, target.budget());
+    let (result, release) = execute(target, call, interest, &mut buffer).await;
+    let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
+    (result, false, release)
 }
 
 fn ending_of(out: &Output) -> Ending {

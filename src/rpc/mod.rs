@@ -29,7 +29,7 @@ use crate::http::clock::Timeouts;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
-use crate::wire;
+use crate::{transport, wire};
 
 /// Longest request id accepted from a caller.
 const MAX_REQUEST_ID: usize = 128;
@@ -217,7 +217,7 @@ async fn call(sidecar: &Sidecar, req: Request<Incoming>) -> Response<Body> {
     };
     if stream {
         let (reply, mut pieces) = task::streamed();
-        task::start(&target, call, reply);
+        task::start(&target, &sidecar.results, call, reply);
         match pieces.recv().await {
             Some(Piece::Started) => answer::streamed(pieces),
             Some(Piece::End(meta, Err(e))) => {
@@ -227,7 +227,7 @@ async fn call(sidecar: &Sidecar, req: Request<Incoming>) -> Response<Body> {
         }
     } else {
         let (reply, mut answered) = task::buffered();
-        task::start(&target, call, reply);
+        task::start(&target, &sidecar.results, call, reply);
         match answered.recv().await {
             Some(answer) => answer::buffered(answer),
             None => internal("a call task ended without an answer".into()),
@@ -296,9 +296,7 @@ async fn accept(
         request_id,
         verb: request.verb,
         verb_config: verb_config.clone(),
-        line,
-        args: request.args,
-        stdin,
+        request: transport::Request { line, stdin },
         timeout,
     };
     Ok((target, call, request.stream))
