@@ -84,6 +84,17 @@ impl Bench {
         pieces
     }
 
+    /// Starts a buffered call and hangs up `after` it started; returns once the call task
+    /// has ended.
+    async fn hang_up(&self, call: Call, after: Duration, then: impl AsyncFnOnce()) {
+        let (reply, answered) = task::buffered();
+        task::start(&self.target, &self.results, call, reply);
+        tokio::time::sleep(after).await;
+        drop(answered);
+        then().await;
+        self.settled().await;
+    }
+
     async fn settled(&self) {
         self.target.calls().close();
         self.target.calls().wait().await;
@@ -205,18 +216,12 @@ async fn a_stream_hands_on_output_in_order_then_one_end() {
 #[tokio::test(start_paused = true)]
 async fn a_caller_who_hangs_up_while_queued_is_never_sent() {
     let b = bench(0, vec![]);
-    let (reply, answered) = task::buffered();
-    task::start(
-        &b.target,
-        &b.results,
-        call(verb(false, Duration::ZERO), 60 * SECOND),
-        reply,
-    );
-    tokio::time::sleep(SECOND).await;
-    drop(answered);
-    tokio::time::sleep(SECOND).await;
-    b.fake.add_room(1);
-    b.settled().await;
+    let queued = call(verb(false, Duration::ZERO), 60 * SECOND);
+    b.hang_up(queued, SECOND, async || {
+        tokio::time::sleep(SECOND).await;
+        b.fake.add_room(1);
+    })
+    .await;
     assert_eq!(b.fake.sent(), 0, "nobody wanted it");
     assert!(b.abandoned("queued"), "{}", b.metrics.render());
 }
@@ -224,16 +229,8 @@ async fn a_caller_who_hangs_up_while_queued_is_never_sent() {
 #[tokio::test(start_paused = true)]
 async fn a_caller_who_hangs_up_after_the_send_leaves_the_call_running() {
     let b = bench(8, vec![Step::Hang]);
-    let (reply, answered) = task::buffered();
-    task::start(
-        &b.target,
-        &b.results,
-        call(verb(false, Duration::ZERO), 5 * SECOND),
-        reply,
-    );
-    tokio::time::sleep(SECOND).await;
-    drop(answered);
-    b.settled().await;
+    let sent = call(verb(false, Duration::ZERO), 5 * SECOND);
+    b.hang_up(sent, SECOND, async || {}).await;
     assert_eq!(b.fake.sent(), 1);
     assert!(b.abandoned("running"), "{}", b.metrics.render());
 }

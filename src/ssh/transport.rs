@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::connection::{Connection, Endpoint};
 use super::connection_set::ConnectionSet;
@@ -14,6 +16,7 @@ use super::pool::SlotPool;
 use crate::error::Error;
 use crate::health::PoolNumbers;
 use crate::metrics::TargetMetrics;
+use crate::transport::interest::Interest;
 use crate::transport::{Attempt, BoxFuture, Failed, Ran, Room, Transport, released};
 
 /// One target's connections and channel pool.
@@ -37,7 +40,7 @@ impl Exec {
         endpoint: Endpoint,
         shape: Shape,
         metrics: TargetMetrics,
-        tracker: tokio_util::task::TaskTracker,
+        tracker: TaskTracker,
     ) -> Exec {
         let connections = Arc::new(ConnectionSet::new(
             endpoint,
@@ -56,48 +59,56 @@ impl Exec {
         }
     }
 
-    async fn run_on_slot(&self, attempt: Attempt<'_>, wait: Duration) -> Ran {
+    async fn attempt(&self, attempt: Attempt<'_>) -> Ran {
         let Attempt {
             request,
             limits,
+            room,
             stop,
             interest,
             sink,
-            ..
         } = attempt;
-        // Waiting for a slot (whose connection may still be being made) is bounded by the
-        // deadline too, not only by connect_timeout.
-        let budget = limits.deadline.saturating_duration_since(Instant::now());
-        let get = tokio::time::timeout_at(limits.deadline, self.pool.get(wait));
+        let room = match room {
+            Room::Pooled(wait) => self.slot(wait, limits.deadline, stop, interest).await,
+            Room::Unpooled => self.connections.any().await.map(|conn| Taken {
+                conn,
+                hold: Box::new(()),
+            }),
+        };
+        match room {
+            Ok(Taken { conn, hold }) => {
+                exec::run(&conn, request, limits, stop, interest, hold, sink).await
+            }
+            Err(e) => Ran {
+                result: Err(Failed::NotSent(e)),
+                release: released(),
+            },
+        }
+    }
+
+    /// A slot in the pool, waiting at most `wait`. Waiting for a slot (whose connection may
+    /// still be being made) is bounded by the deadline too, not only by connect_timeout;
+    /// a caller gone while queued is never sent.
+    async fn slot(
+        &self,
+        wait: Duration,
+        deadline: Instant,
+        stop: &CancellationToken,
+        interest: &mut Interest,
+    ) -> Result<Taken, Error> {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let get = tokio::time::timeout_at(deadline, self.pool.get(wait));
         let slot = tokio::select! {
             slot = get => slot.unwrap_or(Err(Error::Timeout(budget))),
             _ = stop.cancelled() => Err(Error::ShuttingDown),
             _ = interest.lost() => Err(Error::Cancelled(
                 "the caller hung up while the call was queued; it was never sent".into(),
             )),
-        };
-        let slot = match slot {
-            Ok(slot) => slot,
-            Err(e) => return not_sent(e),
-        };
-        let conn = slot.conn().clone();
-        exec::run(&conn, request, limits, stop, interest, slot, sink).await
-    }
-
-    async fn run_unpooled(&self, attempt: Attempt<'_>) -> Ran {
-        let conn = match self.connections.any().await {
-            Ok(conn) => conn,
-            Err(e) => return not_sent(e),
-        };
-        let Attempt {
-            request,
-            limits,
-            stop,
-            interest,
-            sink,
-            ..
-        } = attempt;
-        exec::run(&conn, request, limits, stop, interest, (), sink).await
+        }?;
+        Ok(Taken {
+            conn: slot.conn().clone(),
+            hold: Box::new(slot),
+        })
     }
 
     async fn ping_all(&self, bound: Duration) -> Result<Duration, Error> {
@@ -124,11 +135,10 @@ impl Exec {
     }
 }
 
-fn not_sent(error: Error) -> Ran {
-    Ran {
-        result: Err(Failed::NotSent(error)),
-        release: released(),
-    }
+/// Room to run on: a connection, and what holds the room until the release ends.
+struct Taken {
+    conn: Arc<Connection>,
+    hold: Box<dyn Send>,
 }
 
 /// One SSH round trip on `conn`, bounded by `bound`.
@@ -147,10 +157,7 @@ async fn ping(
 
 impl Transport for Exec {
     fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Ran> {
-        match attempt.room {
-            Room::Pooled(wait) => Box::pin(self.run_on_slot(attempt, wait)),
-            Room::Unpooled => Box::pin(self.run_unpooled(attempt)),
-        }
+        Box::pin(self.attempt(attempt))
     }
 
     fn is_connected(&self) -> bool {
