@@ -40,7 +40,7 @@ type Stream struct {
 // was sent come back here, as an *Error; once it returns, the command was sent. ctx's
 // deadline is the call's timeout_ms, and cancelling ctx hangs up (the remote command runs on).
 func (c *Client) Stream(ctx context.Context, req Request) (*Stream, error) {
-	resp, done, err := c.exchange(ctx, http.MethodPost, "/v1/call", req.body(true))
+	resp, done, err := c.exchange(ctx, http.MethodPost, "/v1/call", c.traceHeaders(ctx, req), req.body(true))
 	if err != nil {
 		return nil, err
 	}
