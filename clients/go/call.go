@@ -23,11 +23,11 @@ type Request struct {
 	// RequestID is echoed in the answer and tether's log line; empty: tether makes one up.
 	RequestID string
 	// TraceParent and TraceState are the call's W3C trace context, sent as the traceparent
-	// and tracestate headers (docs/rpc.md#trace-context). When TraceParent is set, both win
+	// and tracestate headers (docs/rpc.md, trace context). When TraceParent is set, both win
 	// over the client's WithTraceContext hook; when empty, the hook's are sent, if any, and
 	// else tether starts a trace. tether ignores an invalid one.
 	TraceParent, TraceState string
-	// Credentials are secrets for the verb program on the laptop (docs/rpc.md#credentials);
+	// Credentials are secrets for the verb program on the laptop (docs/rpc.md, credentials);
 	// formatting a Request never shows their values.
 	Credentials Credentials
 }

@@ -21,7 +21,7 @@ const (
 )
 
 // CallList is GET /v1/calls: the calls in flight in tether, oldest first
-// (docs/rpc.md#calls-in-flight). It never holds arguments, stdin, credentials or output.
+// (docs/rpc.md, GET /v1/calls). It never holds arguments, stdin, credentials or output.
 type CallList struct {
 	Calls []CallInfo
 	// Total is how many calls are in flight; Shown how many of them Calls holds (tether

@@ -77,7 +77,7 @@ func TestACancelledTurnIsNotSentAgain(t *testing.T) {
 }
 
 // needCallsEndpoint skips a test when the demo's tether has no GET /v1/calls: the server
-// side of docs/rpc.md#calls-in-flight, trace context and credentials, all of which came
+// side of docs/rpc.md: calls in flight, trace context and credentials, all of which came
 // together.
 func needCallsEndpoint(t *testing.T, d *demo) {
 	t.Helper()

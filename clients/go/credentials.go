@@ -9,7 +9,7 @@ import (
 )
 
 // Credentials are secrets for one call, by name: a request's "credentials" field
-// (docs/rpc.md#credentials). On the laptop, the verb program finds each as a file in
+// (docs/rpc.md, credentials). On the laptop, the verb program finds each as a file in
 // $CREDENTIALS_DIRECTORY, when its shim config lists the name. Names are
 // [A-Z][A-Z0-9_]{0,63}; values are at most 16 KiB, 64 KiB together.
 //

@@ -7,7 +7,7 @@ import (
 
 // WithTraceContext sets the hook that gives each call (Call, Stream, every attempt of Turn)
 // its W3C trace context from the call's ctx: the traceparent and tracestate headers to send
-// (docs/rpc.md#trace-context). An empty traceparent sends neither, and tether starts a trace
+// (docs/rpc.md, trace context). An empty traceparent sends neither, and tether starts a trace
 // of its own; a Request's own TraceParent wins over the hook. The client checks nothing
 // else: tether ignores an invalid one. To take them from OpenTelemetry, see the README.
 func WithTraceContext(from func(ctx context.Context) (traceparent, tracestate string)) Option {
