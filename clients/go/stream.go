@@ -21,7 +21,8 @@ type Event struct {
 	Kind string
 	// Data is a piece of output ("stdout", "stderr"); the error's message for "error".
 	Data string
-	// Result is how the command ended, on "exit" only; its Stdout and Stderr are empty.
+	// Result is how the command ended, on "exit" only; its Stdout and Stderr are empty. Its
+	// TraceID is the call's (an error event's *Error carries it too).
 	Result *Result
 }
 
