@@ -104,9 +104,9 @@ func (c *Client) transport() *http.Transport {
 }
 
 // exchange sends one request, with header's fields added, and returns tether's response,
-// whatever its status. With a body, ctx's deadline is also sent, as `timeout_ms`. The response's context outlives ctx's
-// deadline by the grace (a cancelled ctx still ends it at once); call done when finished with
-// the response.
+// whatever its status. With a body, ctx's deadline is also sent, as `timeout_ms`. The
+// response's context outlives ctx's deadline by the grace (a cancelled ctx still ends it at
+// once); call done when finished with the response.
 func (c *Client) exchange(ctx context.Context, method, path string, header http.Header, body map[string]any) (resp *http.Response, done func(), err error) {
 	var payload []byte
 	if body != nil {

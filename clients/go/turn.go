@@ -51,7 +51,7 @@ func (c *Client) Turn(ctx context.Context, session, uuid, message string, opts .
 		if turn.credentials != nil {
 			credentials, err := turn.credentials(ctx)
 			if err != nil {
-				err = fmt.Errorf("tether: turn not sent: its credentials function failed: %w", err)
+				err = fmt.Errorf("tether: the turn's credentials function failed, so this attempt was not sent: %w", err)
 				return nil, turnError(ctx, err, last)
 			}
 			req.Credentials = credentials
