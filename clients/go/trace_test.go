@@ -152,6 +152,29 @@ func TestTheAnswersTraceIDIsOnTheResultTheErrorAndTheStreamsEnd(t *testing.T) {
 	}
 }
 
+func TestTurnAsksTheHookOnEveryAttempt(t *testing.T) {
+	fake := startFakeTether(t, func(n int, _ sent) reply {
+		if n < 1 {
+			return reply{status: 503, body: `{"error":{"code":"shutting_down","message":"m","retryable":true},"request_id":"x"}`}
+		}
+		return reply{status: 200, body: okAnswer}
+	})
+	parents := []string{parentA, parentB}
+	asked := 0
+	client := tether.New(fake.path, tether.WithBackoff(time.Millisecond, time.Millisecond),
+		tether.WithTraceContext(func(context.Context) (string, string) {
+			asked++
+			return parents[(asked-1)%len(parents)], ""
+		}))
+	if _, err := client.Turn(within(t, 10*time.Second), session, tether.NewTurnID(), "hi"); err != nil {
+		t.Fatal(err)
+	}
+	got := fake.received()
+	if len(got) != 2 || got[0].Header.Get("traceparent") != parentA || got[1].Header.Get("traceparent") != parentB {
+		t.Fatalf("want each attempt sent with the hook's traceparent of the moment, got %+v", got)
+	}
+}
+
 // traceID is the shape of a W3C trace id.
 var traceID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
