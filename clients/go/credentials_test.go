@@ -132,6 +132,12 @@ func TestACachedVerbRefusesCredentialsWithoutShowingThem(t *testing.T) {
 		Verb: "health", Args: []string{"creds-" + tether.NewTurnID()[:8]}, Credentials: map[string]string{"GITHUB_TOKEN": secret},
 	})
 	e := wantCode(t, err, tether.ErrBadRequest, 400, false)
+	if strings.Contains(e.Message, "unknown field") {
+		t.Skipf("%s does not take credentials yet (%v)", tetherBin, e)
+	}
+	if !strings.Contains(strings.ToLower(e.Message), "cache") {
+		t.Errorf("the refusal does not say the verb is cached: %v", e)
+	}
 	if strings.Contains(e.Error(), secret) {
 		t.Fatalf("the refusal shows the credential: %v", e)
 	}
