@@ -124,6 +124,7 @@ mod tests {
             allow_dash: false,
             arg_patterns: BTreeMap::new(),
             pass_env: Vec::new(),
+            credentials: Vec::new(),
         };
         let mut patterned = verb(1, 1, None);
         patterned.arg_patterns.insert(
