@@ -119,7 +119,13 @@ mod tests {
         let mut input = &b"\xff\xff\xff\xffrest"[..];
         let err = read(&mut input, 1024).unwrap_err();
         assert!(
-            matches!(err, FrameError::TooLarge { len: 4_294_967_295, max: 1024 }),
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    len: 4_294_967_295,
+                    max: 1024
+                }
+            ),
             "{err}"
         );
         assert_eq!(input, b"rest");
@@ -128,7 +134,10 @@ mod tests {
             Err(FrameError::TooLarge { len: 17, max: 16 })
         ));
         let cut = read(&mut &b"\0\0\0\x05abc"[..], 16).unwrap_err();
-        assert!(matches!(cut, FrameError::Truncated { got: 7, wanted: 9 }), "{cut}");
+        assert!(
+            matches!(cut, FrameError::Truncated { got: 7, wanted: 9 }),
+            "{cut}"
+        );
         let empty = read(&mut &b"\0\0"[..], 16).unwrap_err();
         assert!(matches!(empty, FrameError::Truncated { got: 2, wanted: 4 }));
     }

@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use super::frame::{self, FrameError, LEN_BYTES};
+use super::frame::{self, FrameError};
 use super::line::{Decoded, MAX_COMMAND_BYTES, Malformed, decode, encode};
 use crate::error::Error;
 
@@ -328,7 +328,9 @@ pub fn valid_traceparent(value: &str) -> bool {
         && b[52] == b'-'
         && hex(3..35)
         && hex(36..52)
-        && b[53..].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+        && b[53..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// Whether `value` can be passed on as `TRACESTATE`: 1 to 512 bytes of printable ASCII.
@@ -399,6 +401,16 @@ struct Incoming {
     credentials: Option<BTreeMap<String, SecretValue>>,
 }
 
+/// `value` as JSON in a buffer zeroed on drop, sized exactly first so it is never reallocated
+/// (a reallocation would leave copies of secrets behind).
+pub fn secret_json<T: Serialize>(value: &T) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value)?;
+    let mut json = Zeroizing::new(Vec::with_capacity(count.0));
+    serde_json::to_writer(&mut *json, value)?;
+    Ok(json)
+}
+
 /// Counts the bytes written to it.
 struct Count(usize);
 
@@ -415,7 +427,7 @@ impl Write for Count {
 impl InBand {
     /// The trace context as it is sent and passed on: a `traceparent` only when valid, a
     /// `tracestate` only beside one and when valid.
-    fn trace(&self) -> (Option<&str>, Option<&str>) {
+    pub fn trace(&self) -> (Option<&str>, Option<&str>) {
         let parent = self.traceparent.as_deref().filter(|t| valid_traceparent(t));
         let state = parent.and(self.tracestate.as_deref().filter(|t| valid_tracestate(t)));
         (parent, state)
@@ -438,17 +450,9 @@ impl InBand {
             tracestate,
             credentials: &self.credentials,
         };
-        let mut count = Count(0);
-        serde_json::to_writer(&mut count, &outgoing).map_err(|e| FrameError::Io(e.into()))?;
-        if count.0 > MAX_IN_BAND_BYTES {
-            return Err(FrameError::TooLarge {
-                len: count.0 as u64,
-                max: MAX_IN_BAND_BYTES,
-            });
-        }
-        let mut wire = Zeroizing::new(Vec::with_capacity(LEN_BYTES + count.0));
-        wire.extend_from_slice(&(count.0 as u32).to_be_bytes());
-        serde_json::to_writer(&mut *wire, &outgoing).map_err(|e| FrameError::Io(e.into()))?;
+        let json = secret_json(&outgoing).map_err(|e| FrameError::Io(e.into()))?;
+        let mut wire = Zeroizing::new(Vec::new());
+        frame::write(&mut wire, &json, MAX_IN_BAND_BYTES)?;
         Ok(wire)
     }
 
@@ -512,8 +516,7 @@ mod tests {
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     fn creds(pairs: &[(&str, &str)]) -> Credentials {
-        Credentials::from_pairs(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())))
-            .unwrap()
+        Credentials::from_pairs(pairs.iter().map(|(n, v)| (n.to_string(), v.to_string()))).unwrap()
     }
 
     #[test]
@@ -533,13 +536,21 @@ mod tests {
             decode_command(b"health").unwrap(),
             Command::Plain(_)
         ));
-        assert_eq!(in_band_line("@hello", &[]).unwrap_err().code(), "bad_request");
+        assert_eq!(
+            in_band_line("@hello", &[]).unwrap_err().code(),
+            "bad_request"
+        );
         let long = "a".repeat(MAX_COMMAND_BYTES - 2);
         assert_eq!(
             in_band_line("v", &[long]).unwrap_err().code(),
             "payload_too_large"
         );
-        assert!(decode_command(b"@in-band ").unwrap_err().reason.contains("needs a verb"));
+        assert!(
+            decode_command(b"@in-band ")
+                .unwrap_err()
+                .reason
+                .contains("needs a verb")
+        );
         let bad = decode_command(b"@in-band run-turn $(id)").unwrap_err();
         assert_eq!(bad.verb, Some("run-turn"));
     }
@@ -575,7 +586,10 @@ mod tests {
         let one = |n: &str, v: &str| vec![(n.to_string(), v.to_string())];
         for bad in ["", "a", "1A", "A-B", "AÜ", &"A".repeat(65)] {
             let e = err(one(bad, "x"));
-            assert!(matches!(e, CredentialError::BadName(_)) && !e.is_too_large(), "{bad}");
+            assert!(
+                matches!(e, CredentialError::BadName(_)) && !e.is_too_large(),
+                "{bad}"
+            );
         }
         assert!(valid_credential_name(&format!("A{}", "_9".repeat(31))));
         let e = err(one("A", &"x".repeat(MAX_CREDENTIAL_BYTES + 1)));
@@ -586,7 +600,10 @@ mod tests {
         let big = (0..5)
             .map(|i| (format!("N{i}"), "x".repeat(MAX_CREDENTIAL_BYTES)))
             .collect();
-        assert!(matches!(err(big), CredentialError::TooLarge { bytes: 81920 }));
+        assert!(matches!(
+            err(big),
+            CredentialError::TooLarge { bytes: 81920 }
+        ));
         let long = err(one(&"a".repeat(10_000), "x")).to_string();
         assert!(long.len() < 300, "{long}");
     }
@@ -595,9 +612,18 @@ mod tests {
     fn debug_shows_names_never_values() {
         let c = creds(&[("PALIAD_JWT", "s3cr3t-value")]);
         let shown = format!("{c:?}");
-        let in_band = format!("{:?}", InBand { credentials: c, ..InBand::default() });
+        let in_band = format!(
+            "{:?}",
+            InBand {
+                credentials: c,
+                ..InBand::default()
+            }
+        );
         let shown = format!("{shown} {in_band}");
-        assert!(shown.contains("PALIAD_JWT") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            shown.contains("PALIAD_JWT") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -628,7 +654,9 @@ mod tests {
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
         ] {
-            let got = decode(&format!(r#"{{"v":1,"traceparent":"{bad}","tracestate":"a=b"}}"#));
+            let got = decode(&format!(
+                r#"{{"v":1,"traceparent":"{bad}","tracestate":"a=b"}}"#
+            ));
             let got = got.unwrap();
             assert_eq!((got.traceparent, got.tracestate), (None, None), "{bad}");
         }
@@ -638,14 +666,19 @@ mod tests {
         assert!(version.contains("version 2"), "{version}");
         let unknown = decode(r#"{"v":1,"extra":1}"#).unwrap_err();
         assert!(matches!(unknown, InBandError::Json(_)), "{unknown}");
-        let hidden = decode(r#"{"v":1,"credentials":"s3cr3t"}"#).unwrap_err().to_string();
+        let hidden = decode(r#"{"v":1,"credentials":"s3cr3t"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(!hidden.contains("s3cr3t"), "{hidden}");
         let hidden = decode(r#"{"v":"s3cr3t"}"#).unwrap_err().to_string();
         assert!(!hidden.contains("s3cr3t"), "{hidden}");
         assert!(decode(r#"{}"#).is_err());
         let over = format!("\0\x03\0\x01{}", "x".repeat(8));
         let err = InBand::read(&mut over.as_bytes()).unwrap_err();
-        assert!(matches!(err, InBandError::Frame(FrameError::TooLarge { .. })), "{err}");
+        assert!(
+            matches!(err, InBandError::Frame(FrameError::TooLarge { .. })),
+            "{err}"
+        );
     }
 
     fn name() -> impl Strategy<Value = String> {
