@@ -78,11 +78,12 @@ pub fn remove_abandoned(root: &Path) {
 /// `<pid>-<start time>`: the process and, where the system tells it, when it started (so a
 /// reused pid is not taken for the owner).
 fn owner_tag(pid: u32) -> String {
-    format!("{pid}-{}", start_time(pid).unwrap_or_default())
+    let started = proc_stat(pid).map_or(0, |stat| stat.started);
+    format!("{pid}-{started}")
 }
 
-/// Whether the process a directory is named by still runs. A name that is not a tag is never
-/// ours to judge: kept.
+/// Whether the process a directory is named by still runs (a zombie does not: its owner
+/// died, and nobody reaped it yet). A name that is not a tag is never ours to judge: kept.
 fn owner_alive(name: &str) -> bool {
     let Some(pid) = name
         .split_once('-')
@@ -96,19 +97,26 @@ fn owner_alive(name: &str) -> bool {
             Err(nix::errno::Errno::ESRCH)
         )
     });
-    running && owner_tag(pid) == name
+    let zombie = proc_stat(pid).is_some_and(|stat| stat.state == 'Z');
+    running && !zombie && owner_tag(pid) == name
 }
 
-/// A process's start time in clock ticks since boot (Linux's /proc/PID/stat, field 22).
-fn start_time(pid: u32) -> Option<u64> {
+/// What Linux's /proc/PID/stat says of a process (elsewhere: nothing, and the pid alone
+/// names the owner).
+struct ProcStat {
+    /// Field 3: `R`, `S`, … `Z` for a zombie.
+    state: char,
+    /// Field 22: clock ticks since boot when it started.
+    started: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let started = fields.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, started })
 }
 
 #[cfg(test)]
