@@ -388,10 +388,13 @@ fn a_credential_is_found_only_where_the_program_read_it() {
     }
 }
 
+/// The processes that own a run's credentials directory.
+type Owners = fn(&Laptop) -> Vec<i32>;
+
 #[test]
 fn a_directory_left_by_a_killed_shim_or_supervisor_is_removed_at_the_next_start() {
     let laptop = laptop();
-    let owners: [(&str, fn(&Laptop) -> Vec<i32>); 2] = [
+    let owners: [(&str, Owners); 2] = [
         ("creds-hold", Laptop::shim_pids),
         ("creds-keyed", |laptop| {
             laptop
