@@ -6,7 +6,7 @@
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
 //! - [`error`]: the one error enum with the codes of docs/rpc.md, HTTP statuses and retry hints.
-//! - [`wire`]: the tether ↔ shim command line, encoded here and decoded by the shim.
+//! - [`wire`]: the tether ↔ shim wire (command line, frames, in-band data), one codec for both.
 //! - [`exit`]: the process exit statuses of tether and its shim.
 //! - [`transport`]: the seam between the call path and what carries a request: request,
 //!   output, exit, sink, and the `Transport` trait.
