@@ -79,7 +79,11 @@ async fn shim(target: &Target, tracker: &TaskTracker, cancel: &CancellationToken
     let start = Instant::now();
     let result = async {
         let line = wire::encode(&probe.shim_verb, &probe.shim_args)?;
-        let cmd = Request { line, stdin: None };
+        let cmd = Request {
+            line,
+            stdin: None,
+            in_band: None,
+        };
         let mut buffer = Buffer::new(SHIM_OUTPUT_CAP, target.budget());
         let Ran { result, release } = target
             .probe_run(&cmd, probe.timeout, SHIM_OUTPUT_CAP, cancel, &mut buffer)

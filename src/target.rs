@@ -48,6 +48,7 @@ impl Target {
             max_connections: config.max_connections,
             channels_per_connection: config.channels_per_connection,
             backoff_cap: Policy::new(&config.probe).backoff_cap(),
+            in_band: config.in_band,
         };
         let exec = Exec::new(
             name,

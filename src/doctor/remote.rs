@@ -64,10 +64,12 @@ async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connec
         .get(&probe.shim_verb)
         .map_or(probe.timeout, |v| v.timeout);
     let mut buffer = Buffer::new(OUTPUT_CAP, Budget::unmetered(2 * OUTPUT_CAP));
-    let cmd = Request {
+    let request = Request {
         line: line.clone(),
         stdin: None,
+        in_band: None,
     };
+    let cmd = exec::Command::plain(&request);
     let started = Instant::now();
     let stop = CancellationToken::new();
     let deadline = started + timeout;

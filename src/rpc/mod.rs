@@ -296,7 +296,11 @@ async fn accept(
         request_id,
         verb: request.verb,
         verb_config: verb_config.clone(),
-        request: transport::Request { line, stdin },
+        request: transport::Request {
+            line,
+            stdin,
+            in_band: None,
+        },
         timeout,
     };
     Ok((target, call, request.stream))

@@ -8,14 +8,17 @@
 //! slot stays taken until the server has really freed the session. A channel is never just
 //! dropped open.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::connection::{Connection, OpenChannel};
 use crate::error::Error;
@@ -27,6 +30,25 @@ const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// First and longest pause between retries of a refused channel open.
 const OPEN_RETRY_FIRST: Duration = Duration::from_millis(5);
 const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
+
+/// What goes on the channel: the command line, then stdin: an in-band preamble first when
+/// there is one ([`super::in_band`]), then the caller's stdin.
+pub struct Command<'a> {
+    pub line: Cow<'a, str>,
+    pub preamble: Option<Zeroizing<Vec<u8>>>,
+    pub stdin: Option<&'a Bytes>,
+}
+
+impl<'a> Command<'a> {
+    /// `request` as it is, with no in-band data.
+    pub fn plain(request: &'a Request) -> Command<'a> {
+        Command {
+            line: Cow::Borrowed(&request.line),
+            preamble: None,
+            stdin: request.stdin.as_ref(),
+        }
+    }
+}
 
 /// Why reading stopped early.
 enum Cut {
@@ -42,7 +64,7 @@ enum Cut {
 /// command is not sent (`cancelled`); after it was sent, the command runs on.
 pub async fn run(
     conn: &Arc<Connection>,
-    cmd: &Request,
+    cmd: &Command<'_>,
     limits: Limits,
     stop: &CancellationToken,
     interest: &mut Interest,
@@ -75,7 +97,10 @@ pub async fn run(
     let mut exit = Exit::default();
     let ended = {
         let write = async {
-            if let Some(data) = &cmd.stdin {
+            if let Some(preamble) = &cmd.preamble {
+                writer.data(&preamble[..]).await?;
+            }
+            if let Some(data) = cmd.stdin {
                 writer.data(&data[..]).await?;
             }
             writer.eof().await

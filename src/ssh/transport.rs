@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::connection::{Connection, Endpoint};
 use super::connection_set::ConnectionSet;
 use super::exec;
+use super::in_band::{self, Mode};
 use super::pool::SlotPool;
 use crate::error::Error;
 use crate::health::PoolNumbers;
@@ -21,9 +22,11 @@ use crate::transport::{Attempt, BoxFuture, Failed, Ran, Room, Transport, release
 
 /// One target's connections and channel pool.
 pub struct Exec {
+    name: String,
     connections: Arc<ConnectionSet>,
     pool: SlotPool,
     capacity: usize,
+    in_band: Mode,
 }
 
 /// How a target's connections are made and shared.
@@ -32,6 +35,8 @@ pub struct Shape {
     pub channels_per_connection: usize,
     /// The longest pause between failed connection attempts.
     pub backoff_cap: Duration,
+    /// Whether in-band data is sent to a remote that takes it.
+    pub in_band: Mode,
 }
 
 impl Exec {
@@ -53,9 +58,11 @@ impl Exec {
         let capacity = shape.max_connections * shape.channels_per_connection;
         let pool = SlotPool::new(name, connections.clone(), capacity, metrics);
         Exec {
+            name: name.to_string(),
             connections,
             pool,
             capacity,
+            in_band: shape.in_band,
         }
     }
 
@@ -75,15 +82,18 @@ impl Exec {
                 hold: Box::new(()),
             }),
         };
-        match room {
-            Ok(Taken { conn, hold }) => {
-                exec::run(&conn, request, limits, stop, interest, hold, sink).await
-            }
-            Err(e) => Ran {
-                result: Err(Failed::NotSent(e)),
-                release: released(),
-            },
-        }
+        let Taken { conn, hold } = match room {
+            Ok(taken) => taken,
+            Err(e) => return not_sent(e),
+        };
+        let budget = limits.deadline.saturating_duration_since(Instant::now());
+        let command = in_band::command(&conn, request, self.in_band, &self.name, stop);
+        let command = match tokio::time::timeout_at(limits.deadline, command).await {
+            Ok(Ok(command)) => command,
+            Ok(Err(e)) => return not_sent(e),
+            Err(_) => return not_sent(Error::Timeout(budget)),
+        };
+        exec::run(&conn, &command, limits, stop, interest, hold, sink).await
     }
 
     /// A slot in the pool, waiting at most `wait`. Waiting for a slot (whose connection may
@@ -132,6 +142,13 @@ impl Exec {
             };
         }
         best.unwrap_or_else(|| Err(Error::Internal("no ping finished".into())))
+    }
+}
+
+fn not_sent(error: Error) -> Ran {
+    Ran {
+        result: Err(Failed::NotSent(error)),
+        release: released(),
     }
 }
 

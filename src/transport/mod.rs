@@ -13,6 +13,7 @@ pub mod output;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,16 +22,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::health::PoolNumbers;
+use crate::wire::in_band::InBand;
 use interest::Interest;
 
 /// A boxed future, as the seam's methods return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What to run on the remote: the command line ([`crate::wire`]) and its stdin.
+/// What to run on the remote: the command line ([`crate::wire`]), its stdin, and what goes
+/// with it in-band (trace context, credentials) when the remote takes it.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub line: String,
     pub stdin: Option<Bytes>,
+    pub in_band: Option<Arc<InBand>>,
 }
 
 /// How long a request may take, and when tether gives up on one that runs past it.

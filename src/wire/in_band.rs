@@ -63,7 +63,13 @@ pub fn in_band_line(verb: &str, args: &[String]) -> Result<String, Error> {
             "the verb: names starting with '{RESERVED_PREFIX}' are reserved for tether itself"
         )));
     }
-    let line = format!("{IN_BAND} {}", encode(verb, args)?);
+    in_band_word_before(&encode(verb, args)?)
+}
+
+/// `line` (an [`encode`]d command line) as an in-band call's: `@in-band ` before it, the
+/// whole within [`MAX_COMMAND_BYTES`].
+pub fn in_band_word_before(line: &str) -> Result<String, Error> {
+    let line = format!("{IN_BAND} {line}");
     if line.len() > MAX_COMMAND_BYTES {
         return Err(Error::PayloadTooLarge(format!(
             "the command line would be {} bytes; at most {MAX_COMMAND_BYTES}: send payloads \
