@@ -49,6 +49,7 @@ fn call(verb: VerbConfig, timeout: Duration) -> Call {
         request: Request {
             line: "v".into(),
             stdin: None,
+            in_band: None,
         },
         timeout,
     }
