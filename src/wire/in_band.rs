@@ -299,6 +299,27 @@ impl Serialize for Credentials {
     }
 }
 
+/// Credentials as a caller sent them (the RPC's `credentials` field), each value read
+/// straight into a buffer zeroed on drop; [`Unchecked::check`] applies the rules and tells
+/// a bad name from a size.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+pub struct Unchecked(BTreeMap<String, SecretValue>);
+
+impl Unchecked {
+    pub fn check(self) -> Result<Credentials, CredentialError> {
+        Credentials::checked(self.0.into_iter().map(|(n, v)| (n, v.0)))
+    }
+}
+
+impl fmt::Debug for Unchecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Unchecked")
+            .field(&self.0.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 /// A value read straight into a buffer that is zeroed on drop, also when a later part of the
 /// document fails to parse.
 struct SecretValue(Zeroizing<String>);
