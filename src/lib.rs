@@ -1,17 +1,23 @@
 //! tether: a sidecar that keeps warm, multiplexed SSH connections to a remote machine and
 //! runs allowlisted verbs there for a local app, over a Unix-socket RPC.
 //!
+//! docs/architecture.md maps the rooms below and walks a call and a shim turn through them.
+//!
 //! # Layout
 //! - [`config`]: sources (file, env, legacy env), typed defaults, validation, secrets.
 //! - [`error`]: the one error enum with the codes of docs/rpc.md, HTTP statuses and retry hints.
-//! - [`wire`]: the tether ↔ shim command line, encoded here and decoded by the shim.
+//! - [`wire`]: the tether ↔ shim wire (command line, frames, in-band data), one codec for both.
 //! - [`exit`]: the process exit statuses of tether and its shim.
-//! - [`ssh`]: keys, pinned host keys, connections, the slot pool, command execution.
+//! - [`transport`]: the seam between the call path and what carries a request: request,
+//!   output, exit, sink, and the `Transport` trait.
+//! - [`ssh`]: keys, pinned host keys, connections, the slot pool, and exec on a channel: the
+//!   transport targets run on.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
 //! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
 //! - [`trace`]: W3C trace context: the caller's traceparent, or a fresh one.
 //! - [`utf8`]: output bytes to text, piece by piece, never splitting a character.
-//! - [`health`] and [`probe`]: the cached probe results and the loop that feeds them.
+//! - [`health`] and [`probe`]: the cached probe results, the policy that judges them, and
+//!   the loop that feeds them.
 //! - [`metrics`]: every metric of docs/metrics.md on tether's own registry.
 //! - [`http`], [`rpc`], [`admin`], [`status_page`]: the Unix-socket RPC and the admin port.
 //! - [`runtime`]: the run-time state: task trackers, the drain's hard stop, the output budget.
@@ -46,6 +52,7 @@ pub mod ssh;
 pub mod status_page;
 pub mod target;
 pub mod trace;
+pub mod transport;
 pub mod utf8;
 pub mod wire;
 

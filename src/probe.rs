@@ -12,10 +12,8 @@ use tokio_util::task::TaskTracker;
 use crate::call::buffer::Buffer;
 use crate::error::Error;
 use crate::health::Status;
-use crate::ssh::connection::Connection;
-use crate::ssh::exec::{self, Command, ExecError, Limits, Ran};
-use crate::ssh::interest::Interest;
 use crate::target::Target;
+use crate::transport::{Failed, Ran, Request};
 use crate::wire;
 
 /// Output of a shim probe is small; anything more is not kept.
@@ -27,8 +25,7 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
     let start = Instant::now();
     let mut ticks = tokio::time::interval_at(start, probe.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut next_shim = start;
-    let mut recheck_pending = false;
+    let mut shim_schedule = target.health.policy().shim_schedule(start);
     loop {
         let tick = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -39,24 +36,13 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
             ok = transport(&target) => ok,
         };
         if !transport_ok {
-            // Whatever the shim said before is stale once the transport failed (a shim probe
-            // cut off by the outage would otherwise keep the target degraded for up to
-            // shim_interval after it is back): check it again at the first success.
-            next_shim = Instant::now();
-        } else if !probe.shim_verb.is_empty() && tick >= next_shim {
-            // Counted from the tick, not from after the transport probe: otherwise a
-            // shim_interval that is a multiple of interval slips a whole tick at random.
-            next_shim = tick + probe.shim_interval;
+            shim_schedule.transport_failed(Instant::now());
+        } else if shim_schedule.due(tick) {
             let shim_ok = tokio::select! {
                 _ = cancel.cancelled() => return,
                 ok = shim(&target, &tracker, &cancel) => ok,
             };
-            if !shim_ok && !recheck_pending {
-                // One failure may be a passing hiccup (a slow laptop under load): look again
-                // at the next tick before holding `degraded` for a whole shim_interval.
-                next_shim = tick + probe.interval;
-            }
-            recheck_pending = !shim_ok && !recheck_pending;
+            shim_schedule.probed(tick, shim_ok);
         }
     }
 }
@@ -66,31 +52,7 @@ pub async fn run(target: Arc<Target>, tracker: TaskTracker, cancel: Cancellation
 /// target's transport is ok when any connection answered.
 async fn transport(target: &Target) -> bool {
     let start = Instant::now();
-    let live = match target.live_connections() {
-        live if live.is_empty() => target.any_connection().await.map(|conn| vec![conn]),
-        live => Ok(live),
-    };
-    let result = match live {
-        Err(e) => Err(e),
-        Ok(live) => {
-            let mut pings = tokio::task::JoinSet::new();
-            for conn in live {
-                pings.spawn(ping(target.config.probe.timeout, conn));
-            }
-            let mut best = None;
-            while let Some(Ok((conn, answer))) = pings.join_next().await {
-                if answer.is_err() {
-                    target.discard(&conn).await;
-                }
-                best = match (best, answer) {
-                    (Some(Ok(fastest)), Ok(latency)) => Some(Ok(std::cmp::min(fastest, latency))),
-                    (Some(Ok(latency)), Err(_)) | (_, Ok(latency)) => Some(Ok(latency)),
-                    (_, Err(e)) => Some(Err(e)),
-                };
-            }
-            best.unwrap_or_else(|| Err(Error::Internal("no ping finished".into())))
-        }
-    };
+    let result = target.ping(target.config.probe.timeout).await;
     let elapsed = start.elapsed();
     target
         .metrics
@@ -111,39 +73,23 @@ async fn transport(target: &Target) -> bool {
     result.is_ok()
 }
 
-/// One SSH round trip on `conn`, bounded by the probe timeout.
-async fn ping(
-    bound: Duration,
-    conn: Arc<Connection>,
-) -> (Arc<Connection>, Result<Duration, Error>) {
-    let answer = conn.ping(bound).await.map_err(|e| match e {
-        Error::Timeout(_) => Error::UpstreamUnreachable(format!(
-            "no answer to an SSH ping within {bound:?} (probe.timeout): the remote may be frozen or asleep"
-        )),
-        other => other,
-    });
-    (conn, answer)
-}
-
 /// One shim probe: the configured verb, through the shim, on a channel outside the pool.
 async fn shim(target: &Target, tracker: &TaskTracker, cancel: &CancellationToken) -> bool {
     let probe = &target.config.probe;
     let start = Instant::now();
     let result = async {
-        let conn = target.any_connection().await?;
         let line = wire::encode(&probe.shim_verb, &probe.shim_args)?;
-        let cmd = Command { line, stdin: None };
-        let mut buffer = Buffer::new(SHIM_OUTPUT_CAP, target.budget());
-        let limits = Limits {
-            deadline: start + probe.timeout,
-            stuck_after: target.config.stuck_after,
-            drain_cap: SHIM_OUTPUT_CAP,
+        let cmd = Request {
+            line,
+            stdin: None,
+            in_band: None,
         };
-        let mut interest = Interest::lasting();
-        let Ran { result, release } =
-            exec::run(&conn, &cmd, limits, cancel, &mut interest, (), &mut buffer).await;
+        let mut buffer = Buffer::new(SHIM_OUTPUT_CAP, target.budget());
+        let Ran { result, release } = target
+            .probe_run(&cmd, probe.timeout, SHIM_OUTPUT_CAP, cancel, &mut buffer)
+            .await;
         tracker.spawn(release);
-        let out = buffer.finish(result.map_err(ExecError::into_error)?);
+        let out = buffer.finish(result.map_err(Failed::into_error)?);
         let ended = match (out.exit.status, &out.exit.signal) {
             (Some(0), _) => return Ok(start.elapsed()),
             (Some(status), _) => format!("exited with status {status}"),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ssh::output::Budget;
+use crate::transport::output::Budget;
 
 /// Handles to the run-time state; cloning one shares the same state.
 #[derive(Clone)]

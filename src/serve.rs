@@ -17,8 +17,8 @@ use crate::config::Loaded;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::sidecar::Sidecar;
-use crate::ssh::output::Budget;
 use crate::target::Target;
+use crate::transport::output::Budget;
 use crate::{admin, probe, rpc};
 
 /// How long in-flight calls get, after the grace period, to send their `shutting_down`.

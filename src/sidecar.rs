@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::call::cache::Results;
 use crate::call::registry::Registry;
 use crate::config::{ServerConfig, VerbConfig};
 use crate::error::Error;
@@ -21,6 +22,8 @@ pub struct Sidecar {
     pub metrics: Metrics,
     /// The tasks, the hard stop and the budget the targets share.
     pub runtime: Runtime,
+    /// What the cached verbs of every target share.
+    pub results: Arc<Results>,
     /// The calls in flight, all targets together (`GET /v1/calls`, cancel).
     pub calls: Arc<Registry>,
     /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
@@ -41,6 +44,7 @@ impl Sidecar {
             verbs,
             metrics,
             runtime,
+            results: Arc::default(),
             calls: Arc::default(),
             draining: AtomicBool::new(false),
         }

@@ -1,40 +1,28 @@
-//! One target at run time: its connections, pool, health and result cache, and the call
-//! path that ties them together (fail fast when down, queue for a slot, run, re-send only
-//! what is safe). Calls run as tasks (see [`crate::call`]); this is what they run.
+//! One target at run time: its transport, health and metrics, and the call path that ties
+//! them together (fail fast when down, wait for room, run, re-send only what is safe). The
+//! call tasks of [`crate::call`] run their calls through [`Target::execute`]; nothing here
+//! knows of them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::call::cache::{self, Cacheable, ResultCache};
-use crate::call::{Call, Output, buffer::Buffer};
 use crate::config::TargetConfig;
 use crate::error::Error;
-use crate::health::{Health, PoolNumbers, Status};
+use crate::health::{Health, Policy, PoolNumbers};
 use crate::metrics::TargetMetrics;
 use crate::runtime::Runtime;
-use crate::ssh::connection::{Connection, Endpoint};
-use crate::ssh::connection_set::ConnectionSet;
+use crate::ssh::connection::Endpoint;
 use crate::ssh::credentials::Credentials;
-use crate::ssh::exec::{self, Command, ExecError, Exit, Limits, Ran, Release, Sink};
-use crate::ssh::interest::Interest;
-use crate::ssh::output::Budget;
-use crate::ssh::pool::{Slot, SlotPool};
-
-/// A buffered result, shared by the callers of a cached verb.
-pub type SharedResult = Result<Arc<Output>, Error>;
-
-impl Cacheable for SharedResult {
-    fn keep(&self) -> bool {
-        self.is_ok()
-    }
-
-    fn weight(&self) -> usize {
-        self.as_ref().map_or(0, |out| out.len())
-    }
-}
+use crate::ssh::transport::{Exec, Shape};
+use crate::transport::interest::Interest;
+use crate::transport::output::Budget;
+use crate::transport::{
+    Attempt, Exit, Failed, Limits, Ran, Release, Request, Room, Sink, Transport, released,
+};
 
 /// A configured target with everything it runs on.
 pub struct Target {
@@ -42,13 +30,12 @@ pub struct Target {
     pub config: TargetConfig,
     pub health: Health,
     pub metrics: TargetMetrics,
-    connections: Arc<ConnectionSet>,
-    pool: SlotPool,
-    cache: ResultCache<SharedResult>,
+    transport: Arc<dyn Transport>,
     runtime: Runtime,
 }
 
 impl Target {
+    /// A target that runs its requests by exec on pooled SSH channels.
     pub fn new(
         name: &str,
         config: TargetConfig,
@@ -57,32 +44,37 @@ impl Target {
         runtime: Runtime,
     ) -> Target {
         let endpoint = Endpoint::new(config.destination(), credentials);
-        let connections = Arc::new(ConnectionSet::new(
+        let shape = Shape {
+            max_connections: config.max_connections,
+            channels_per_connection: config.channels_per_connection,
+            backoff_cap: Policy::new(&config.probe).backoff_cap(),
+            in_band: config.in_band,
+        };
+        let exec = Exec::new(
+            name,
             endpoint,
-            config.max_connections,
-            config.channels_per_connection,
-            config.probe.interval.mul_f64(0.9),
+            shape,
             metrics.clone(),
             runtime.tracker.clone(),
-        ));
-        let pool = SlotPool::new(
-            name,
-            connections.clone(),
-            config.channels_capacity(),
-            metrics.clone(),
         );
-        let health = Health::new(
-            config.probe.fail_threshold,
-            !config.probe.shim_verb.is_empty(),
-        );
+        Target::with_transport(name, config, Arc::new(exec), metrics, runtime)
+    }
+
+    /// A target that runs its requests on `transport`.
+    pub fn with_transport(
+        name: &str,
+        config: TargetConfig,
+        transport: Arc<dyn Transport>,
+        metrics: TargetMetrics,
+        runtime: Runtime,
+    ) -> Target {
+        let health = Health::new(Policy::new(&config.probe));
         Target {
             name: name.to_string(),
             config,
             health,
             metrics,
-            connections,
-            pool,
-            cache: ResultCache::default(),
+            transport,
             runtime,
         }
     }
@@ -92,113 +84,125 @@ impl Target {
         &self.runtime.calls
     }
 
+    /// Fired when the drain's grace is over.
+    pub fn hard_stop(&self) -> &CancellationToken {
+        &self.runtime.hard_stop
+    }
+
     pub fn budget(&self) -> Arc<Budget> {
         self.runtime.budget.clone()
     }
 
-    /// Runs `call` once through the result cache: joins an identical call that is running or
-    /// finished within the verb's ttl, else starts one as a task of its own. True when shared.
-    pub async fn shared_run(self: &Arc<Self>, call: &Call) -> (SharedResult, bool) {
-        let key = cache::key(&call.verb, &call.args, call.stdin.as_deref());
-        let (mut landed, joined) = self.cache.join(key, call.verb_config.cache_ttl, |tx| {
-            let (target, call) = (self.clone(), call.clone());
-            self.runtime.calls.spawn(async move {
-                // Shared by every caller who joins, now or later: never dropped for one.
-                let mut interest = Interest::lasting();
-                let mut buffer = Buffer::new(target.config.max_output_bytes, target.budget());
-                let (result, release) = target.execute(&call, &mut buffer, &mut interest).await;
-                let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
-                tx.send_replace(Some((Instant::now(), result)));
-                release.await;
-            });
-        });
-        let result = tokio::select! {
-            landed = landed.wait_for(Option::is_some) => match landed {
-                Ok(landed) => landed.as_ref().map(|(_, r)| r.clone()),
-                Err(_) => None,
-            },
-            _ = self.runtime.hard_stop.cancelled() => Some(Err(Error::ShuttingDown)),
-        };
-        let result = result.unwrap_or_else(|| {
-            Err(Error::Internal(
-                "a shared call ended without a result".into(),
-            ))
-        });
-        (result, joined)
-    }
-
-    /// Runs `call`, its output going to `sink`. Returns the answer and the release its owner
-    /// awaits after answering. A lost connection is re-sent once on a fresh one when the verb
-    /// is idempotent and none of the lost attempt's output reached the caller. Once
-    /// `interest` is lost (the caller hung up), nothing more is sent: `cancelled`.
-    pub async fn execute<S: Sink>(
+    /// Runs `request`, its output going to `sink`, within `timeout`. Returns the answer and
+    /// the release its owner awaits after answering. A lost connection is re-sent once on a
+    /// fresh one when the request is `idempotent` and none of the lost attempt's output
+    /// reached the caller. Once `interest` is lost (the caller hung up), nothing more is sent:
+    /// `cancelled`.
+    pub async fn execute(
         &self,
-        call: &Call,
-        sink: &mut S,
+        request: &Request,
+        timeout: Duration,
+        idempotent: bool,
         interest: &mut Interest,
+        sink: &mut dyn Sink,
     ) -> (Result<Exit, Error>, Release) {
-        let deadline = Instant::now() + call.timeout;
-        let limits = Limits {
-            deadline,
-            stuck_after: self.config.stuck_after,
-            drain_cap: self.config.max_output_bytes,
-        };
-        let cmd = Command {
-            line: call.line.clone(),
-            stdin: call.stdin.clone(),
-        };
+        let deadline = Instant::now() + timeout;
         let mut resent = false;
         loop {
-            let slot = tokio::select! {
-                slot = self.slot(call.timeout, deadline) => slot,
-                _ = interest.lost() => Err(Error::Cancelled(
-                    "the caller hung up while the call was queued; it was never sent".into(),
-                )),
-            };
-            let slot = match slot {
-                Ok(slot) => slot,
-                Err(e) => return (Err(e), Box::pin(async {})),
-            };
-            let conn = slot.conn().clone();
-            let hard_stop = &self.runtime.hard_stop;
-            let Ran { result, release } =
-                exec::run(&conn, &cmd, limits, hard_stop, interest, slot, sink).await;
+            let Ran { result, release } = self.attempt(request, deadline, interest, sink).await;
             let failed = match result {
                 Ok(exit) => return (Ok(exit), release),
                 Err(failed) => failed,
             };
-            if !resent && may_resend(&failed, call.verb_config.idempotent) && sink.restart() {
+            if !resent && may_resend(&failed, idempotent) && sink.restart() {
                 tracing::info!(error = %failed.error(), "the connection was lost; sending the call again on a fresh one");
                 release.await;
                 resent = true;
                 continue;
             }
             let error = match failed.into_error() {
-                // exec's deadline is the one the call started with.
-                Error::Timeout(_) => Error::Timeout(call.timeout),
+                // Every wait is bounded by the deadline the call started with.
+                Error::Timeout(_) => Error::Timeout(timeout),
                 e => e,
             };
             return (Err(error), release);
         }
     }
 
-    /// A slot for the call, waiting at most queue_timeout and never past the deadline. A
-    /// target known down fails fast first; the drain's hard stop ends the wait.
-    async fn slot(&self, timeout: Duration, deadline: Instant) -> Result<Slot, Error> {
-        let too_late = || Error::Timeout(timeout);
-        let get = async {
-            // Waiting for a connection (fail fast, or a slot whose connection is still being
-            // made) is bounded by the call's deadline too, not only by connect_timeout.
-            self.fail_fast().await?;
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.pool.get(left.min(self.config.queue_timeout)).await {
-                Err(Error::Busy { .. }) if left < self.config.queue_timeout => Err(too_late()),
-                got => got,
-            }
+    /// One attempt, in the pool: fail fast when the target is known down, then wait for room
+    /// at most queue_timeout and never past the deadline (`timeout` when the deadline comes
+    /// first); the drain's hard stop ends the wait.
+    async fn attempt(
+        &self,
+        request: &Request,
+        deadline: Instant,
+        interest: &mut Interest,
+        sink: &mut dyn Sink,
+    ) -> Ran {
+        let not_sent = |e| Ran {
+            result: Err(Failed::NotSent(e)),
+            release: released(),
         };
-        tokio::select! {
-            got = tokio::time::timeout_at(deadline, get) => got.unwrap_or_else(|_| Err(too_late())),
+        let left = deadline.saturating_duration_since(Instant::now());
+        let fail_fast = tokio::select! {
+            checked = tokio::time::timeout_at(deadline, self.fail_fast()) => {
+                checked.unwrap_or(Err(Error::Timeout(left)))
+            }
             _ = self.runtime.hard_stop.cancelled() => Err(Error::ShuttingDown),
+        };
+        if let Err(e) = fail_fast {
+            return not_sent(e);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let queue = self.config.queue_timeout;
+        let attempt = Attempt {
+            request,
+            limits: self.limits(deadline),
+            room: Room::Pooled(left.min(queue)),
+            stop: &self.runtime.hard_stop,
+            interest,
+            sink,
+        };
+        let mut ran = self.transport.run(attempt).await;
+        if let Err(Failed::NotSent(Error::Busy { .. })) = &ran.result
+            && left < queue
+        {
+            ran.result = Err(Failed::NotSent(Error::Timeout(left)));
+        }
+        ran
+    }
+
+    /// Runs a probe's request outside the pool, within `bound`, until `stop`; the probe owns
+    /// the release.
+    pub async fn probe_run(
+        &self,
+        request: &Request,
+        bound: Duration,
+        drain_cap: usize,
+        stop: &CancellationToken,
+        sink: &mut dyn Sink,
+    ) -> Ran {
+        let mut interest = Interest::lasting();
+        let limits = Limits {
+            drain_cap,
+            ..self.limits(Instant::now() + bound)
+        };
+        let attempt = Attempt {
+            request,
+            limits,
+            room: Room::Unpooled,
+            stop,
+            interest: &mut interest,
+            sink,
+        };
+        self.transport.run(attempt).await
+    }
+
+    fn limits(&self, deadline: Instant) -> Limits {
+        Limits {
+            deadline,
+            stuck_after: self.config.stuck_after,
+            drain_cap: self.config.max_output_bytes,
         }
     }
 
@@ -206,10 +210,11 @@ impl Target {
     /// not the verb's whole timeout; none while the last attempt's back-off runs, so a busy
     /// app cannot storm a sleeping laptop.
     async fn fail_fast(&self) -> Result<(), Error> {
-        if self.health.status() != Status::Down || !self.connections.live().is_empty() {
+        let (status, connected) = (self.health.status(), self.transport.is_connected());
+        if !self.health.policy().must_check_first(status, connected) {
             return Ok(());
         }
-        match self.connections.any().await {
+        match self.transport.connect().await {
             Ok(_) => Ok(()),
             Err(e) if e.is_security() => Err(e),
             Err(e) => Err(Error::UpstreamUnreachable(format!(
@@ -237,30 +242,14 @@ impl Target {
         }
     }
 
-    /// The live connections (for probes).
-    pub fn live_connections(&self) -> Vec<Arc<Connection>> {
-        self.connections.live()
-    }
-
-    /// Any live connection, else a new one (for probes).
-    pub async fn any_connection(&self) -> Result<Arc<Connection>, Error> {
-        self.connections.any().await
-    }
-
-    /// Retires a connection that stopped answering, so calls and probes stop using it.
-    pub async fn discard(&self, conn: &Arc<Connection>) {
-        self.connections.discard(conn).await;
+    /// The transport probe: one round trip on every live connection, each within `bound`.
+    pub async fn ping(&self, bound: Duration) -> Result<Duration, Error> {
+        self.transport.ping(bound).await
     }
 
     /// Live numbers for the health JSON, from the pool and the connection set.
     pub fn pool_numbers(&self) -> PoolNumbers {
-        let occupancy = self.pool.occupancy();
-        PoolNumbers {
-            connections: self.connections.live().len(),
-            channels_in_use: occupancy.in_use,
-            channels_capacity: self.config.channels_capacity(),
-            waiting: occupancy.waiting,
-        }
+        self.transport.numbers()
     }
 
     /// Sets the pool and connection gauges from the pool and the connection set, before a
@@ -281,14 +270,13 @@ impl Target {
 
     /// Stops handing out slots and closes the connections politely.
     pub async fn close(&self) {
-        self.pool.close();
-        self.connections.close_all().await;
+        self.transport.close().await;
     }
 }
 
 /// Whether a failed attempt may be sent again: only when the connection failed (a lost one,
 /// or none to be had) and the verb is idempotent, that is, safe to re-send.
-fn may_resend(failed: &ExecError, idempotent: bool) -> bool {
+fn may_resend(failed: &Failed, idempotent: bool) -> bool {
     idempotent
         && matches!(
             failed.error(),

@@ -22,6 +22,14 @@ type Request struct {
 	Stdin []byte
 	// RequestID is echoed in the answer and tether's log line; empty: tether makes one up.
 	RequestID string
+	// TraceParent and TraceState are the call's W3C trace context, sent as the traceparent
+	// and tracestate headers (docs/rpc.md, trace context). When TraceParent is set, both win
+	// over the client's WithTraceContext hook; when empty, the hook's are sent, if any, and
+	// else tether starts a trace. tether ignores an invalid one.
+	TraceParent, TraceState string
+	// Credentials are secrets for the verb program on the laptop (docs/rpc.md, credentials);
+	// formatting a Request never shows their values.
+	Credentials Credentials
 }
 
 // Result is how the remote command ended. A non-zero ExitStatus is the remote's answer, not
@@ -44,6 +52,9 @@ type Result struct {
 	RequestID string
 	// Target and Verb are what ran (Target resolved when the request left it out).
 	Target, Verb string
+	// TraceID is the call's W3C trace id (32 hex digits): the request's traceparent's, or the
+	// one tether started. tether's log line and the laptop's audit line carry it too.
+	TraceID string
 }
 
 // Call runs req and waits for the whole answer. ctx's deadline is sent as the call's
@@ -51,7 +62,7 @@ type Result struct {
 // error is an *Error when tether answered one, else a failure to reach tether.
 func (c *Client) Call(ctx context.Context, req Request) (*Result, error) {
 	var answer wire
-	if err := c.decode(ctx, http.MethodPost, "/v1/call", req.body(false), &answer); err != nil {
+	if err := c.decode(ctx, http.MethodPost, "/v1/call", c.traceHeaders(ctx, req), req.body(false), &answer); err != nil {
 		return nil, err
 	}
 	return answer.result(), nil
@@ -59,8 +70,8 @@ func (c *Client) Call(ctx context.Context, req Request) (*Result, error) {
 
 // decode sends one request and decodes its 200 answer into into; any other answer is
 // returned as its *Error.
-func (c *Client) decode(ctx context.Context, method, path string, body map[string]any, into any) error {
-	resp, done, err := c.exchange(ctx, method, path, body)
+func (c *Client) decode(ctx context.Context, method, path string, header http.Header, body map[string]any, into any) error {
+	resp, done, err := c.exchange(ctx, method, path, header, body)
 	if err != nil {
 		return err
 	}
@@ -89,6 +100,9 @@ func (r Request) body(stream bool) map[string]any {
 	if r.RequestID != "" {
 		body["request_id"] = r.RequestID
 	}
+	if len(r.Credentials) > 0 {
+		body["credentials"] = map[string]string(r.Credentials)
+	}
 	if stream {
 		body["stream"] = true
 	}
@@ -112,6 +126,7 @@ type wire struct {
 	StderrTruncated bool       `json:"stderr_truncated"`
 	DurationMS      float64    `json:"duration_ms"`
 	Cached          bool       `json:"cached"`
+	TraceID         string     `json:"trace_id"`
 }
 
 type wireError struct {
@@ -128,10 +143,11 @@ func (w *wire) result() *Result {
 		StdoutTruncated: w.StdoutTruncated,
 		StderrTruncated: w.StderrTruncated,
 		Cached:          w.Cached,
-		Duration:        time.Duration(w.DurationMS * float64(time.Millisecond)),
+		Duration:        milliseconds(w.DurationMS),
 		RequestID:       w.requestID(),
 		Target:          w.Target,
 		Verb:            w.Verb,
+		TraceID:         w.TraceID,
 	}
 	if w.ExitStatus != nil {
 		r.ExitStatus = *w.ExitStatus
@@ -140,6 +156,11 @@ func (w *wire) result() *Result {
 		r.ExitSignal = *w.ExitSignal
 	}
 	return r
+}
+
+// milliseconds is a duration tether wrote in milliseconds.
+func milliseconds(ms float64) time.Duration {
+	return time.Duration(ms * float64(time.Millisecond))
 }
 
 func (w *wire) requestID() string {
@@ -157,6 +178,7 @@ func (w *wire) asError(status int) *Error {
 		Retryable: w.Error.Retryable,
 		Status:    status,
 		RequestID: w.requestID(),
+		TraceID:   w.TraceID,
 	}
 }
 

@@ -38,6 +38,8 @@ type Client struct {
 	grace      time.Duration
 	backoffMin time.Duration
 	backoffMax time.Duration
+	// traceContext is WithTraceContext's hook, or nil.
+	traceContext func(ctx context.Context) (traceparent, tracestate string)
 
 	mu     sync.Mutex
 	jitter *rand.Rand
@@ -101,11 +103,11 @@ func (c *Client) transport() *http.Transport {
 	return c.http.Transport.(*http.Transport)
 }
 
-// exchange sends one request and returns tether's response, whatever its status. With a
-// body, ctx's deadline is also sent, as `timeout_ms`. The response's context outlives ctx's
-// deadline by the grace (a cancelled ctx still ends it at once); call done when finished with
-// the response.
-func (c *Client) exchange(ctx context.Context, method, path string, body map[string]any) (resp *http.Response, done func(), err error) {
+// exchange sends one request, with header's fields added, and returns tether's response,
+// whatever its status. With a body, ctx's deadline is also sent, as `timeout_ms`. The
+// response's context outlives ctx's deadline by the grace (a cancelled ctx still ends it at
+// once); call done when finished with the response.
+func (c *Client) exchange(ctx context.Context, method, path string, header http.Header, body map[string]any) (resp *http.Response, done func(), err error) {
 	var payload []byte
 	if body != nil {
 		if deadline, ok := ctx.Deadline(); ok {
@@ -124,6 +126,9 @@ func (c *Client) exchange(ctx context.Context, method, path string, body map[str
 	if err != nil {
 		done()
 		return nil, nil, fmt.Errorf("tether: %w", err)
+	}
+	for name, values := range header {
+		req.Header[name] = values
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -18,6 +18,9 @@ type Error struct {
 	Status int
 	// RequestID is the request's id, or the one tether made up ("" when none was read).
 	RequestID string
+	// TraceID is the call's W3C trace id (32 hex digits), the one tether logged the call
+	// under; "" when the answer carried none (an error found before the call had one).
+	TraceID string
 }
 
 func (e *Error) Error() string {
@@ -50,6 +53,11 @@ var (
 	ErrShuttingDown          = &Error{Code: "shutting_down"}
 	ErrTimeout               = &Error{Code: "timeout"}
 	ErrInternal              = &Error{Code: "internal"}
+	// ErrCancelled: an operator cancelled the call (DELETE /v1/calls/{id}, `tether cancel`).
+	// When it had been sent, the command may have run; it is never retryable.
+	ErrCancelled = &Error{Code: "cancelled"}
+	// ErrNotFound: Cancel matched no call in flight (it ended, or the id is wrong).
+	ErrNotFound = &Error{Code: "not_found"}
 )
 
 // IsRetryable reports whether err is an *Error that tether marked retryable: sending the

@@ -29,6 +29,8 @@ func TestSentinelsMatchByCodeOnly(t *testing.T) {
 		"shutting_down":          tether.ErrShuttingDown,
 		"timeout":                tether.ErrTimeout,
 		"internal":               tether.ErrInternal,
+		"cancelled":              tether.ErrCancelled,
+		"not_found":              tether.ErrNotFound,
 	}
 	for code := range sentinels {
 		err := fmt.Errorf("wrapped: %w", &tether.Error{Code: code, Message: "m", Retryable: code == "busy", Status: 503})

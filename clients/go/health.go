@@ -49,7 +49,7 @@ type ProbeError struct {
 // Health returns the cached health of every target.
 func (c *Client) Health(ctx context.Context) (*Health, error) {
 	var health Health
-	if err := c.decode(ctx, http.MethodGet, "/v1/health", nil, &health); err != nil {
+	if err := c.decode(ctx, http.MethodGet, "/v1/health", nil, nil, &health); err != nil {
 		return nil, err
 	}
 	return &health, nil

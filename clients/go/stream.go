@@ -21,7 +21,8 @@ type Event struct {
 	Kind string
 	// Data is a piece of output ("stdout", "stderr"); the error's message for "error".
 	Data string
-	// Result is how the command ended, on "exit" only; its Stdout and Stderr are empty.
+	// Result is how the command ended, on "exit" only; its Stdout and Stderr are empty. Its
+	// TraceID is the call's (an error event's *Error carries it too).
 	Result *Result
 }
 
@@ -40,7 +41,7 @@ type Stream struct {
 // was sent come back here, as an *Error; once it returns, the command was sent. ctx's
 // deadline is the call's timeout_ms, and cancelling ctx hangs up (the remote command runs on).
 func (c *Client) Stream(ctx context.Context, req Request) (*Stream, error) {
-	resp, done, err := c.exchange(ctx, http.MethodPost, "/v1/call", req.body(true))
+	resp, done, err := c.exchange(ctx, http.MethodPost, "/v1/call", c.traceHeaders(ctx, req), req.body(true))
 	if err != nil {
 		return nil, err
 	}

@@ -36,11 +36,26 @@ func TurnRequest(session, uuid, message string) Request {
 // Without the shim, tether runs each send at most once (run-turn is not idempotent), but a
 // send again after ErrConnectionLost or ErrTimeout, or after the connection to tether broke
 // mid-call, may run the turn a second time: the first send may have run.
-func (c *Client) Turn(ctx context.Context, session, uuid, message string) (*Result, error) {
+//
+// The options give the turn credentials (WithCredentials, WithCredentialsFunc). The trace
+// context, if any, comes from the client's WithTraceContext hook, asked on every attempt.
+func (c *Client) Turn(ctx context.Context, session, uuid, message string, opts ...TurnOption) (*Result, error) {
+	var turn turnOptions
+	for _, opt := range opts {
+		opt(&turn)
+	}
 	req := TurnRequest(session, uuid, message)
 	wait := c.backoffMin
 	var last error // the last attempt's error that is not just ctx ending
 	for {
+		if turn.credentials != nil {
+			credentials, err := turn.credentials(ctx)
+			if err != nil {
+				err = fmt.Errorf("tether: the turn's credentials function failed, so this attempt was not sent: %w", err)
+				return nil, turnError(ctx, err, last)
+			}
+			req.Credentials = credentials
+		}
 		result, err := c.Call(ctx, req)
 		if err == nil {
 			return result, nil
@@ -60,6 +75,28 @@ func (c *Client) Turn(ctx context.Context, session, uuid, message string) (*Resu
 			wait = c.backoffMax
 		}
 	}
+}
+
+// A TurnOption changes how Turn sends its turn.
+type TurnOption func(*turnOptions)
+
+type turnOptions struct {
+	// credentials gives each attempt its credentials; nil: none.
+	credentials func(ctx context.Context) (map[string]string, error)
+}
+
+// WithCredentials sends credentials with the turn (Request.Credentials), the same map on
+// every attempt. For a short-lived token, use WithCredentialsFunc.
+func WithCredentials(credentials map[string]string) TurnOption {
+	return WithCredentialsFunc(func(context.Context) (map[string]string, error) { return credentials, nil })
+}
+
+// WithCredentialsFunc asks mint for the turn's credentials before every attempt, so a turn
+// sent again carries a fresh token (a short-lived JWT that may have expired since the first
+// send). Credentials are not part of a turn's identity: the shim still attaches or replays.
+// When mint fails, Turn returns its error (wrapped) without sending; mint gets Turn's ctx.
+func WithCredentialsFunc(mint func(ctx context.Context) (map[string]string, error)) TurnOption {
+	return func(t *turnOptions) { t.credentials = mint }
 }
 
 // turnError is Turn's error: err as it is, unless ctx ended after an attempt failed.

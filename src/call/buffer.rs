@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::refusal;
 use crate::error::Error;
-use crate::ssh::exec::{Exit, Sink, Stream};
-use crate::ssh::output::{Budget, Captured};
+use crate::transport::output::{Budget, Captured};
+use crate::transport::{BoxFuture, Exit, Sink, Stream};
 
 /// A finished buffered call's output, held once and shared by cached copies.
 #[derive(Debug)]
@@ -74,11 +74,12 @@ impl Buffer {
 }
 
 impl Sink for Buffer {
-    async fn output(&mut self, stream: Stream, data: &[u8]) {
+    fn output<'a>(&'a mut self, stream: Stream, data: &'a [u8]) -> BoxFuture<'a, ()> {
         match stream {
             Stream::Stdout => self.stdout.push(data),
             Stream::Stderr => self.stderr.push(data),
         }
+        Box::pin(std::future::ready(()))
     }
 
     fn restart(&mut self) -> bool {

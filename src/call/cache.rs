@@ -3,14 +3,20 @@
 //! of the callers: a caller that hangs up cannot cancel it or make it start again, and every
 //! caller waiting for it gets its result. A failure is shared only with the callers already
 //! waiting, never kept. The cache is bounded in entries and bytes; each entry expires by its
-//! own verb's ttl.
+//! own verb's ttl. One cache serves every target; a target's name is part of each key.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::Call;
+use super::buffer::{Buffer, Output};
+use crate::error::Error;
+use crate::target::Target;
+use crate::transport::interest::Interest;
 
 /// Most entries kept at once; the oldest finished ones go first.
 const MAX_ENTRIES: usize = 1024;
@@ -88,6 +94,68 @@ impl<T: Cacheable> ResultCache<T> {
     }
 }
 
+/// A buffered result, shared by the callers of a cached verb.
+pub type SharedResult = Result<Arc<Output>, Error>;
+
+impl Cacheable for SharedResult {
+    fn keep(&self) -> bool {
+        self.is_ok()
+    }
+
+    fn weight(&self) -> usize {
+        self.as_ref().map_or(0, |out| out.len())
+    }
+}
+
+/// The results of every target's cached verbs.
+pub type Results = ResultCache<SharedResult>;
+
+/// Runs `call` on `target` once through `results`: joins an identical call that is running
+/// or finished within the verb's ttl, else starts one as a flight of its own on the calls
+/// tracker. True when shared.
+pub async fn shared_run(
+    results: &Results,
+    target: &Arc<Target>,
+    call: &Call,
+) -> (SharedResult, bool) {
+    let request = &call.request;
+    let key = key(&target.name, &request.line, request.stdin.as_deref());
+    let (mut landed, joined) = results.join(key, call.verb_config.cache_ttl, |tx| {
+        let (target, call) = (target.clone(), call.clone());
+        target.calls().clone().spawn(async move {
+            // Shared by every caller who joins, now or later: never dropped for one.
+            let mut interest = Interest::lasting();
+            let mut buffer = Buffer::new(target.config.max_output_bytes, target.budget());
+            let (verb, timeout) = (&call.verb_config, call.timeout);
+            let (result, release) = target
+                .execute(
+                    &call.request,
+                    timeout,
+                    verb.idempotent,
+                    &mut interest,
+                    &mut buffer,
+                )
+                .await;
+            let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
+            tx.send_replace(Some((Instant::now(), result)));
+            release.await;
+        });
+    });
+    let result = tokio::select! {
+        landed = landed.wait_for(Option::is_some) => match landed {
+            Ok(landed) => landed.as_ref().map(|(_, r)| r.clone()),
+            Err(_) => None,
+        },
+        _ = target.hard_stop().cancelled() => Some(Err(Error::ShuttingDown)),
+    };
+    let result = result.unwrap_or_else(|| {
+        Err(Error::Internal(
+            "a shared call ended without a result".into(),
+        ))
+    });
+    (result, joined)
+}
+
 /// Drops expired and failed entries, then the oldest finished ones while over a bound.
 fn prune<T: Cacheable>(entries: &mut HashMap<Vec<u8>, Entry<T>>) {
     entries.retain(|_, e| !matches!(e.kept_since(), Some(Err(()))));
@@ -109,10 +177,11 @@ fn prune<T: Cacheable>(entries: &mut HashMap<Vec<u8>, Entry<T>>) {
     }
 }
 
-/// The identity of a call: verb, arguments and stdin, unambiguously joined.
-pub fn key(verb: &str, args: &[String], stdin: Option<&[u8]>) -> Vec<u8> {
+/// The identity of a call: its target, command line (verb and arguments) and stdin,
+/// unambiguously joined.
+pub fn key(target: &str, line: &str, stdin: Option<&[u8]>) -> Vec<u8> {
     let mut key = Vec::new();
-    for part in std::iter::once(verb).chain(args.iter().map(String::as_str)) {
+    for part in [target, line] {
         key.extend_from_slice(&(part.len() as u64).to_le_bytes());
         key.extend_from_slice(part.as_bytes());
     }
@@ -210,11 +279,9 @@ mod tests {
     }
 
     #[test]
-    fn keys_do_not_collide_across_argument_boundaries() {
-        assert_ne!(
-            key("a", &["bc".into()], None),
-            key("ab", &["c".into()], None)
-        );
-        assert_ne!(key("a", &[], Some(b"")), key("a", &[], None));
+    fn keys_do_not_collide_across_boundaries() {
+        assert_ne!(key("t", "a bc", None), key("t a", "bc", None));
+        assert_ne!(key("t", "a", Some(b"")), key("t", "a", None));
+        assert_ne!(key("t1", "a", None), key("t2", "a", None));
     }
 }

@@ -18,16 +18,17 @@ pub mod refusal;
 pub mod registry;
 pub mod stream;
 pub mod task;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::config::VerbConfig;
 use crate::error::Error;
-use crate::ssh::exec::Exit;
 use crate::trace::Trace;
+use crate::transport::{Exit, Request};
 
 pub use buffer::Output;
 pub use stream::Piece;
@@ -38,10 +39,8 @@ pub struct Call {
     pub request_id: String,
     pub verb: String,
     pub verb_config: VerbConfig,
-    /// The command line sent to the remote: the verb and its arguments.
-    pub line: String,
-    pub args: Vec<String>,
-    pub stdin: Option<Bytes>,
+    /// What is sent to the remote: the command line (the verb and its arguments) and stdin.
+    pub request: Request,
     /// The call's deadline, counted from its start: the verb's timeout or less.
     pub timeout: Duration,
     /// The caller's uid (SO_PEERCRED), for `/v1/calls`.

@@ -4,7 +4,7 @@
 //! (docs/rpc.md, "Errors"). Any other exit 2 is the verb's own answer and stays a 200.
 
 use crate::error::Error;
-use crate::ssh::exec::Exit;
+use crate::transport::Exit;
 
 /// How the shim's over-a-limit refusal line begins.
 const BUSY_PREFIX: &[u8] = b"tether shim: busy:";

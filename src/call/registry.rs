@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
-use crate::ssh::exec::{Sink, Stream};
+use crate::transport::{BoxFuture, Sink, Stream};
 
 /// Most entries one listing shows (the oldest); `total` still counts them all.
 pub const MAX_SHOWN: usize = 1000;
@@ -255,7 +255,7 @@ impl Tracked {
     }
 
     /// `sink`, with the call's state following what happens to it.
-    pub fn sink<'a, S: Sink>(&'a self, sink: &'a mut S) -> Tracking<'a, S> {
+    pub fn sink<'a>(&'a self, sink: &'a mut dyn Sink) -> Tracking<'a> {
         Tracking {
             tracked: self,
             inner: sink,
@@ -301,13 +301,13 @@ fn cancel_message(sent: bool, shared: bool) -> &'static str {
 
 /// A sink that keeps its call's entry up to date: `running` once the exec request has left,
 /// `streaming` once a streamed call has output.
-pub struct Tracking<'a, S> {
+pub struct Tracking<'a> {
     tracked: &'a Tracked,
-    inner: &'a mut S,
+    inner: &'a mut dyn Sink,
     output_noted: bool,
 }
 
-impl<S: Sink> Sink for Tracking<'_, S> {
+impl Sink for Tracking<'_> {
     fn sent(&mut self) {
         self.tracked.update(|e| {
             e.sent = Some(Instant::now());
@@ -316,7 +316,7 @@ impl<S: Sink> Sink for Tracking<'_, S> {
         self.inner.sent();
     }
 
-    async fn output(&mut self, stream: Stream, data: &[u8]) {
+    fn output<'a>(&'a mut self, stream: Stream, data: &'a [u8]) -> BoxFuture<'a, ()> {
         if !self.output_noted {
             self.output_noted = true;
             self.tracked.update(|e| {
@@ -325,7 +325,7 @@ impl<S: Sink> Sink for Tracking<'_, S> {
                 }
             });
         }
-        self.inner.output(stream, data).await;
+        self.inner.output(stream, data)
     }
 
     fn restart(&mut self) -> bool {

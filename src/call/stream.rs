@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use super::{Ending, Meta, Output, refusal};
 use crate::error::Error;
-use crate::ssh::exec::{Exit, Sink, Stream};
+use crate::transport::{BoxFuture, Exit, Sink, Stream};
 use crate::utf8::Utf8Pieces;
 
 /// Pieces a streamed call holds for its caller at most.
@@ -114,6 +114,21 @@ impl Streamer {
         self.gone
     }
 
+    /// One piece of output: held while it may be the shim's refusal, else forwarded.
+    async fn take(&mut self, stream: Stream, data: &[u8]) {
+        if self.holding {
+            if stream == Stream::Stderr {
+                self.held.extend_from_slice(data);
+                if !refusal::may_be_busy(&self.held) {
+                    self.release_held().await;
+                }
+                return;
+            }
+            self.release_held().await;
+        }
+        self.forward(stream, data).await;
+    }
+
     fn text(&mut self, stream: Stream) -> &mut Text {
         match stream {
             Stream::Stdout => &mut self.stdout,
@@ -187,18 +202,8 @@ impl Sink for Streamer {
         }
     }
 
-    async fn output(&mut self, stream: Stream, data: &[u8]) {
-        if self.holding {
-            if stream == Stream::Stderr {
-                self.held.extend_from_slice(data);
-                if !refusal::may_be_busy(&self.held) {
-                    self.release_held().await;
-                }
-                return;
-            }
-            self.release_held().await;
-        }
-        self.forward(stream, data).await;
+    fn output<'a>(&'a mut self, stream: Stream, data: &'a [u8]) -> BoxFuture<'a, ()> {
+        Box::pin(self.take(stream, data))
     }
 
     fn restart(&mut self) -> bool {

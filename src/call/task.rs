@@ -11,19 +11,27 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::buffer::{Buffer, Output};
+use super::cache::{self, Results, SharedResult};
 use super::registry::{Registration, Registry, Tracked};
 use super::stream::Streamer;
 use super::{Answer, Call, Ending, Meta, Reply};
 use crate::error::Error;
-use crate::ssh::exec::Exit;
-use crate::ssh::interest::Interest;
-use crate::target::{SharedResult, Target};
+use crate::target::Target;
+use crate::transport::interest::Interest;
+use crate::transport::{Exit, Release};
 
-/// Starts `call` on `target` as a task of its own, listed in `registry` until its slot is
-/// released; `reply` is how the caller listens.
-pub fn start(registry: &Arc<Registry>, target: &Arc<Target>, call: Call, reply: Reply) {
+/// Starts `call` on `target` as a task of its own, listed in `calls` (the calls in flight)
+/// until its slot is released; `reply` is how the caller listens, and `results` holds what
+/// cached verbs share.
+pub fn start(
+    target: &Arc<Target>,
+    results: &Arc<Results>,
+    calls: &Arc<Registry>,
+    call: Call,
+    reply: Reply,
+) {
     let span = tracing::info_span!("call", request_id = %call.request_id, target = %target.name, verb = %call.verb);
-    let tracked = registry.register(Registration {
+    let tracked = calls.register(Registration {
         request_id: call.request_id.clone(),
         target: target.name.clone(),
         verb: call.verb.clone(),
@@ -35,9 +43,8 @@ pub fn start(registry: &Arc<Registry>, target: &Arc<Target>, call: Call, reply: 
             Reply::Streamed(tx) => hung_up(tx),
         },
     });
-    target
-        .calls()
-        .spawn(run(target.clone(), call, reply, tracked).instrument(span));
+    let task = run(target.clone(), results.clone(), call, reply, tracked);
+    target.calls().spawn(task.instrument(span));
 }
 
 /// Whether the caller behind `tx` has gone, without keeping its channel open.
@@ -52,6 +59,12 @@ pub fn buffered() -> (Reply, mpsc::Receiver<Answer>) {
     (Reply::Buffered(tx), rx)
 }
 
+/// A streamed subscription: the receiver yields the call's pieces.
+pub fn streamed() -> (Reply, mpsc::Receiver<super::Piece>) {
+    let (tx, rx) = mpsc::channel(super::stream::PIECES_IN_FLIGHT);
+    (Reply::Streamed(tx), rx)
+}
+
 /// The caller's interest in its call: lost when it drops its subscription (hangs up) or an
 /// operator cancels the call.
 fn interest<T: Send + 'static>(tx: &mpsc::Sender<T>, tracked: &Tracked) -> Interest {
@@ -59,26 +72,24 @@ fn interest<T: Send + 'static>(tx: &mpsc::Sender<T>, tracked: &Tracked) -> Inter
     Interest::until(async move { tx.closed().await }).cancelled_by(tracked.cancel_token())
 }
 
-/// A cached verb's run, shared with identical calls; an operator's cancel detaches only
-/// this caller.
-async fn shared_run(target: &Arc<Target>, call: &Call, tracked: &Tracked) -> (SharedResult, bool) {
-    tracked.waits_on_shared_run();
-    tokio::select! {
-        ran = target.shared_run(call) => ran,
-        _ = tracked.cancelled() => (Err(tracked.cancellation()), false),
-    }
+/// How a call went, for its log line and metrics.
+struct Outcome {
+    cached: bool,
+    summary: Result<Exit, Error>,
+    /// The caller had hung up before its answer.
+    abandoned: bool,
+    /// What remains of the call on the remote once the caller was answered.
+    release: Release,
 }
 
-/// A streamed subscription: the receiver yields the call's pieces.
-pub fn streamed() -> (Reply, mpsc::Receiver<super::Piece>) {
-    let (tx, rx) = mpsc::channel(super::stream::PIECES_IN_FLIGHT);
-    (Reply::Streamed(tx), rx)
-}
-
-async fn run(target: Arc<Target>, call: Call, reply: Reply, tracked: Tracked) {
+async fn run(
+    target: Arc<Target>,
+    results: Arc<Results>,
+    call: Call,
+    reply: Reply,
+    tracked: Tracked,
+) {
     let started = Instant::now();
-    let cap = target.config.max_output_bytes;
-    let cacheable = !call.verb_config.cache_ttl.is_zero();
     let meta = |cached| Meta {
         request_id: call.request_id.clone(),
         target: target.name.clone(),
@@ -88,67 +99,113 @@ async fn run(target: Arc<Target>, call: Call, reply: Reply, tracked: Tracked) {
         idempotent: call.verb_config.idempotent,
         trace_id: call.trace.trace_id.clone(),
     };
-    let (meta, summary, abandoned, release) = match reply {
+    let outcome = match reply {
         Reply::Buffered(tx) => {
-            let (result, cached, release) = if cacheable {
-                let (result, cached) = shared_run(&target, &call, &tracked).await;
-                (result, cached, None)
-            } else {
-                let mut buffer = Buffer::new(cap, target.budget());
-                let mut interest = interest(&tx, &tracked);
-                let mut sink = tracked.sink(&mut buffer);
-                let (result, release) = target.execute(&call, &mut sink, &mut interest).await;
-                let result = tracked.overrule(result);
-                let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
-                (result, false, Some(release))
-            };
-            let meta = meta(cached);
+            let mut interest = interest(&tx, &tracked);
+            let (result, cached, release) =
+                buffered_result(&target, &results, &call, &mut interest, &tracked).await;
             let summary = result
                 .as_ref()
                 .map(|out| out.exit.clone())
                 .map_err(Error::clone);
             let answer = Answer {
-                meta: meta.clone(),
+                meta: meta(cached),
                 result,
             };
             let abandoned = tx.try_send(answer).is_err();
-            (meta, summary, abandoned, release)
+            Outcome {
+                cached,
+                summary,
+                abandoned,
+                release,
+            }
         }
         Reply::Streamed(tx) => {
             let mut interest = interest(&tx, &tracked);
-            let mut streamer = Streamer::new(tx, cap);
-            let (result, cached, release) = if cacheable {
-                let (result, cached) = shared_run(&target, &call, &tracked).await;
+            let mut streamer = Streamer::new(tx, target.config.max_output_bytes);
+            let (result, cached, release) = if cached_verb(&call) {
+                let (result, cached, release) =
+                    buffered_result(&target, &results, &call, &mut interest, &tracked).await;
                 if let Ok(out) = &result {
                     streamer.replay(out).await;
                 }
-                (result.map(|out| ending_of(&out)), cached, None)
+                (result.map(|out| ending_of(&out)), cached, release)
             } else {
-                let mut sink = tracked.sink(&mut streamer);
-                let (result, release) = target.execute(&call, &mut sink, &mut interest).await;
+                let (result, release) =
+                    execute(&target, &call, &mut interest, &tracked, &mut streamer).await;
                 (
-                    tracked
-                        .overrule(result)
-                        .and_then(|exit| streamer.ending(exit)),
+                    result.and_then(|exit| streamer.ending(exit)),
                     false,
-                    Some(release),
+                    release,
                 )
             };
-            let meta = meta(cached);
             let summary = result
                 .as_ref()
                 .map(|e| e.exit.clone())
                 .map_err(Error::clone);
-            let abandoned = streamer.end(meta.clone(), result).await;
-            (meta, summary, abandoned, release)
+            let abandoned = streamer.end(meta(cached), result).await;
+            Outcome {
+                cached,
+                summary,
+                abandoned,
+                release,
+            }
         }
     };
-    record(&target, &meta, summary.as_ref(), abandoned);
-    tracked.answered(abandoned);
-    if let Some(release) = release {
-        release.await;
-    }
+    record(
+        &target,
+        &meta(outcome.cached),
+        outcome.summary.as_ref(),
+        outcome.abandoned,
+    );
+    tracked.answered(outcome.abandoned);
+    outcome.release.await;
     drop(tracked);
+}
+
+fn cached_verb(call: &Call) -> bool {
+    !call.verb_config.cache_ttl.is_zero()
+}
+
+/// Runs `call` for this caller alone, its output going to `sink`; its entry in the calls in
+/// flight follows it, and a cancel's failure says what the cancel did.
+async fn execute(
+    target: &Target,
+    call: &Call,
+    interest: &mut Interest,
+    tracked: &Tracked,
+    sink: &mut dyn crate::transport::Sink,
+) -> (Result<Exit, Error>, Release) {
+    let idempotent = call.verb_config.idempotent;
+    let mut sink = tracked.sink(sink);
+    let (result, release) = target
+        .execute(&call.request, call.timeout, idempotent, interest, &mut sink)
+        .await;
+    (tracked.overrule(result), release)
+}
+
+/// The whole output of `call`: shared through `results` when its verb is cached (the flight
+/// owns the release then), else run for this caller alone. True when cached.
+async fn buffered_result(
+    target: &Arc<Target>,
+    results: &Results,
+    call: &Call,
+    interest: &mut Interest,
+    tracked: &Tracked,
+) -> (SharedResult, bool, Release) {
+    if cached_verb(call) {
+        // An operator's cancel detaches only this caller; the shared run goes on.
+        tracked.waits_on_shared_run();
+        let (result, cached) = tokio::select! {
+            ran = cache::shared_run(results, target, call) => ran,
+            _ = tracked.cancelled() => (Err(tracked.cancellation()), false),
+        };
+        return (result, cached, crate::transport::released());
+    }
+    let mut buffer = Buffer::new(target.config.max_output_bytes, target.budget());
+    let (result, release) = execute(target, call, interest, tracked, &mut buffer).await;
+    let result = result.and_then(|exit| buffer.answer(exit)).map(Arc::new);
+    (result, false, release)
 }
 
 fn ending_of(out: &Output) -> Ending {

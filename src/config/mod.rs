@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ssh::connection::{self, Destination};
+use crate::ssh::in_band;
 
 pub use load::{ConfigErrors, Read, load, read};
 pub use origins::Origins;
@@ -222,6 +223,8 @@ pub struct TargetConfig {
     pub stuck_after: Duration,
     /// Use a server whose banner says Tailscale SSH anyway (docs/config.md).
     pub allow_tailscale_ssh: bool,
+    /// Trace context and credentials in-band to a `tether shim` that takes them.
+    pub in_band: in_band::Mode,
     pub probe: ProbeConfig,
 }
 
@@ -243,6 +246,7 @@ impl Default for TargetConfig {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             stuck_after: DEFAULT_STUCK_AFTER,
             allow_tailscale_ssh: DEFAULT_ALLOW_TAILSCALE_SSH,
+            in_band: in_band::Mode::Auto,
             probe: ProbeConfig::default(),
         }
     }

@@ -12,6 +12,7 @@ use super::{Config, ConfigErrors, TargetConfig};
 use crate::ssh::credentials::Credentials;
 use crate::ssh::{keys, known_hosts};
 use crate::wire::check_arg;
+use crate::wire::in_band::is_reserved;
 
 /// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -66,6 +67,11 @@ pub fn check(config: &Config) -> Vec<String> {
         if check_arg(name).is_err() {
             errors.push(format!(
                 "verbs.{name}: a verb name uses only [A-Za-z0-9._:,=+/@%-]"
+            ));
+        }
+        if is_reserved(name) {
+            errors.push(format!(
+                "verbs.{name}: names starting with '@' are reserved for tether's own requests"
             ));
         }
         positive(&mut errors, &format!("verbs.{name}.timeout"), verb.timeout);

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::IntGauge;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -12,9 +11,10 @@ use super::report::TargetReport;
 use super::subject::Subject;
 use crate::call::buffer::{Buffer, Output};
 use crate::ssh::connection::Connection;
-use crate::ssh::exec::{self, Command, Limits, Ran};
-use crate::ssh::interest::Interest;
-use crate::ssh::output::Budget;
+use crate::ssh::exec;
+use crate::transport::interest::Interest;
+use crate::transport::output::Budget;
+use crate::transport::{Limits, Ran, Request};
 use crate::wire;
 
 /// The checks this module runs, in order.
@@ -63,13 +63,13 @@ async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connec
         .verbs
         .get(&probe.shim_verb)
         .map_or(probe.timeout, |v| v.timeout);
-    let gauge = IntGauge::new("doctor_output_bytes", "output held by tether doctor");
-    let budget = Budget::new(2 * OUTPUT_CAP, gauge.expect("a valid gauge"));
-    let mut buffer = Buffer::new(OUTPUT_CAP, budget);
-    let cmd = Command {
+    let mut buffer = Buffer::new(OUTPUT_CAP, Budget::unmetered(2 * OUTPUT_CAP));
+    let request = Request {
         line: line.clone(),
         stdin: None,
+        in_band: None,
     };
+    let cmd = exec::Command::plain(&request);
     let started = Instant::now();
     let stop = CancellationToken::new();
     let deadline = started + timeout;

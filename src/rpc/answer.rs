@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::call::{Answer, Ending, Meta, Output, Piece};
 use crate::error::Error;
 use crate::http::{Body, respond, respond_with};
-use crate::ssh::exec::Stream;
+use crate::transport::Stream;
 use crate::utf8::Utf8Pieces;
 
 /// Output up to this size is answered as one body with a Content-Length; larger output is

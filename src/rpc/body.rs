@@ -5,22 +5,24 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::Request;
 use hyper::body::Incoming;
+use zeroize::Zeroizing;
 
 use crate::error::Error;
 
 /// The longest a refused body is drained.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 
-/// The whole body, or why not with what is left of it.
+/// The whole body, or why not with what is left of it. It may hold credentials: it is kept
+/// in a buffer zeroed on drop, sized from Content-Length when the caller sent one.
 pub async fn read(
     req: Request<Incoming>,
     limit: usize,
     within: Duration,
-) -> Result<Bytes, (Error, Incoming)> {
+) -> Result<Zeroizing<Vec<u8>>, (Error, Incoming)> {
     let too_large = || {
         Error::PayloadTooLarge(format!(
             "the request body is over server.max_request_bytes ({limit} bytes)"
@@ -34,7 +36,7 @@ pub async fn read(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err((too_large(), body));
     }
-    let mut read = BytesMut::new();
+    let mut read = Zeroizing::new(Vec::with_capacity(announced.unwrap_or(0) as usize));
     let reading = async {
         while let Some(frame) = body.frame().await {
             let frame = frame
@@ -43,13 +45,16 @@ pub async fn read(
                 if read.len() + data.len() > limit {
                     return Err(too_large());
                 }
+                if read.capacity() < read.len() + data.len() {
+                    grow(&mut read, data.len());
+                }
                 read.extend_from_slice(data);
             }
         }
         Ok(())
     };
     match tokio::time::timeout(within, reading).await {
-        Ok(Ok(())) => Ok(read.freeze()),
+        Ok(Ok(())) => Ok(read),
         Ok(Err(e)) => Err((e, body)),
         Err(_) => Err((
             Error::BadRequest(format!(
@@ -58,6 +63,15 @@ pub async fn read(
             body,
         )),
     }
+}
+
+/// Makes room for `more` bytes by moving `read` into a bigger buffer and zeroing the old one
+/// (a plain reallocation would leave its bytes behind in freed memory).
+fn grow(read: &mut Zeroizing<Vec<u8>>, more: usize) {
+    let wanted = (read.len() + more).max(read.capacity() * 2);
+    let mut bigger = Zeroizing::new(Vec::with_capacity(wanted));
+    bigger.extend_from_slice(read);
+    *read = bigger;
 }
 
 /// Reads and drops the rest of a refused body: at most `max_bytes`, for at most

@@ -32,7 +32,7 @@ use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
 use crate::trace::Trace;
-use crate::wire;
+use crate::{transport, wire};
 
 /// Longest request id accepted from a caller.
 const MAX_REQUEST_ID: usize = 128;
@@ -226,7 +226,7 @@ async fn call(sidecar: &Sidecar, req: Request<Incoming>, uid: u32) -> Response<B
     };
     if stream {
         let (reply, mut pieces) = task::streamed();
-        task::start(&sidecar.calls, &target, call, reply);
+        task::start(&target, &sidecar.results, &sidecar.calls, call, reply);
         match pieces.recv().await {
             Some(Piece::Started) => answer::streamed(pieces),
             Some(Piece::End(meta, Err(e))) => answer::call_error(&e, &meta),
@@ -234,7 +234,7 @@ async fn call(sidecar: &Sidecar, req: Request<Incoming>, uid: u32) -> Response<B
         }
     } else {
         let (reply, mut answered) = task::buffered();
-        task::start(&sidecar.calls, &target, call, reply);
+        task::start(&target, &sidecar.results, &sidecar.calls, call, reply);
         match answered.recv().await {
             Some(answer) => answer::buffered(answer),
             None => internal("a call task ended without an answer".into()),
@@ -309,9 +309,11 @@ async fn accept(
         request_id,
         verb: request.verb,
         verb_config: verb_config.clone(),
-        line,
-        args: request.args,
-        stdin,
+        request: transport::Request {
+            line,
+            stdin,
+            in_band: None,
+        },
         timeout,
         caller_uid: Some(uid),
         trace: Trace::continue_or_start(

@@ -53,6 +53,11 @@ pub struct Line<'a> {
     pub lock: Option<&'a str>,
     pub args_bytes: usize,
     pub stdin_bytes: u64,
+    /// The 32-hex trace id an in-band call carried, else null.
+    pub trace_id: Option<&'a str>,
+    /// The names (never the values) of an in-band call's credentials; absent when none.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub credentials: &'a [String],
     pub outcome: Outcome,
     pub exit_status: Option<i32>,
     pub duration_ms: f64,
@@ -101,6 +106,15 @@ fn encode(line: &Line) -> io::Result<Vec<u8>> {
             ..*line
         };
         bytes = serde_json::to_vec(&shorter)?;
+        if bytes.len() >= MAX_LINE {
+            // Up to 64 long credential names: their count and hash instead.
+            let names = [abbreviate(&line.credentials.join(",")).into_owned()];
+            let shortest = Line {
+                credentials: &names,
+                ..shorter
+            };
+            bytes = serde_json::to_vec(&shortest)?;
+        }
     }
     bytes.push(b'\n');
     Ok(bytes)
@@ -201,6 +215,8 @@ mod tests {
             lock: None,
             args_bytes: 10,
             stdin_bytes: 0,
+            trace_id: None,
+            credentials: &[],
             outcome: Outcome::Refused,
             exit_status: Some(2),
             duration_ms: 1.5,
@@ -237,8 +253,20 @@ mod tests {
         let verb = "v".repeat(131_000);
         let reason = "r\u{1}".repeat(100_000);
         append(&path, 1 << 20, &line(&verb, Some(&reason))).unwrap();
+        let names: Vec<String> = (0..64).map(|i| format!("{i:A<64}")).collect();
+        let many = Line {
+            credentials: &names,
+            ..line("v", Some(&reason))
+        };
+        append(&path, 1 << 20, &many).unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.len() <= MAX_LINE, "{} bytes", text.len());
+        for line in text.lines() {
+            assert!(line.len() < MAX_LINE, "{} bytes", line.len());
+        }
+        assert!(
+            text.contains("\"credentials\":[\"<4159 bytes, sha256 "),
+            "{text}"
+        );
         let got = lines(&path);
         let written = got[0]["verb"].as_str().unwrap();
         assert!(

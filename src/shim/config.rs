@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::home::expand_home;
 use super::template::Template;
 use crate::wire::check_arg;
+use crate::wire::in_band::{is_reserved, valid_credential_name};
 
 /// Keyed calls' state and output, unless configured.
 pub const DEFAULT_JOURNAL_DIR: &str = "~/.local/state/tether/journal";
@@ -99,6 +100,9 @@ pub struct Verb {
     pub arg_patterns: BTreeMap<usize, ArgPattern>,
     /// Variables passed from the shim's environment to the program.
     pub pass_env: Vec<String>,
+    /// Names of the credentials an in-band call may give the program (docs/shim.md,
+    /// "Credentials").
+    pub credentials: Vec<String>,
 }
 
 /// One `arg_patterns` entry: the text (for messages) and the compiled pattern, which must
@@ -149,6 +153,8 @@ struct RawVerb {
     arg_patterns: BTreeMap<String, String>,
     #[serde(default)]
     pass_env: Vec<String>,
+    #[serde(default)]
+    credentials: Vec<String>,
 }
 
 /// The config file: `--config`, else `$XDG_CONFIG_HOME/tether/shim.toml`, else
@@ -236,6 +242,11 @@ fn check(raw: RawConfig) -> Result<ShimConfig, Vec<String>> {
         if check_arg(&name).is_err() {
             errors.push(format!("{at}: a verb name uses only [A-Za-z0-9._:,=+/@%-]"));
         }
+        if is_reserved(&name) {
+            errors.push(format!(
+                "{at}: names starting with '@' are reserved for tether's own requests"
+            ));
+        }
         if let Some(verb) = check_verb(&at, v, &mut errors) {
             verbs.insert(name, verb);
         }
@@ -310,6 +321,13 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
             errors.push(format!("{at}.pass_env: {name:?} is not a variable name"));
         }
     }
+    for name in &v.credentials {
+        if !valid_credential_name(name) {
+            errors.push(format!(
+                "{at}.credentials: {name:?} is not a credential name ([A-Z][A-Z0-9_]{{0,63}})"
+            ));
+        }
+    }
     if errors.len() > before {
         return None;
     }
@@ -325,6 +343,7 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
         allow_dash: v.allow_dash,
         arg_patterns,
         pass_env: v.pass_env,
+        credentials: v.credentials,
     })
 }
 
@@ -433,6 +452,7 @@ mod tests {
             args = 1
             arg_patterns = {1 = "[a-z", 2 = "x"}
             pass_env = ["A=B"]
+            credentials = ["PALIAD_JWT", "lower"]
             max_running = 2
             "#,
         )
@@ -444,6 +464,7 @@ mod tests {
             "verbs.a.arg_patterns.1:",
             "verbs.a.arg_patterns: \"2\" is not an argument index (1 to 1)",
             "verbs.a.pass_env: \"A=B\"",
+            "verbs.a.credentials: \"lower\" is not a credential name",
             "verbs.a.max_running: counts keyed runs",
         ] {
             assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
@@ -456,6 +477,8 @@ mod tests {
             r#"
             journal_dir = "relative/dir"
             [verbs."bad verb"]
+            exec = ["/bin/x"]
+            [verbs."@hello"]
             exec = ["/bin/x"]
             [verbs.a]
             exec = ["/bin/x", "{2}"]
@@ -472,6 +495,7 @@ mod tests {
         for needle in [
             "journal_dir: \"relative/dir\" is not an absolute path",
             "verbs.bad verb: a verb name",
+            "verbs.@hello: names starting with '@' are reserved",
             "verbs.a.exec: {2} needs max_args",
             "verbs.a.key_arg: 1 is not an argument every call has",
             "verbs.b: set args, or min_args/max_args, not both",

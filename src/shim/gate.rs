@@ -11,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use super::audit::{self, Outcome};
 use super::config::AuditConfig;
 use super::report::Report;
+use crate::wire::in_band::InBand;
 
 /// What the audit line says about the request, beyond its outcome.
 #[derive(Default)]
@@ -20,6 +21,9 @@ pub struct Seen<'r> {
     pub lock: Option<&'r str>,
     pub args_bytes: usize,
     pub stdin_bytes: u64,
+    /// An in-band call's trace id and credential names (docs/shim.md, "In-band data").
+    pub trace_id: Option<String>,
+    pub credentials: Vec<String>,
 }
 
 /// When and from where the invocation came.
@@ -67,6 +71,12 @@ impl Gate<'_> {
         self.seen.stdin_bytes = bytes;
     }
 
+    /// Records what an in-band call's frame carried: its trace id and credential names.
+    pub fn saw_in_band(&mut self, in_band: &InBand) {
+        self.seen.trace_id = in_band.trace_id().map(str::to_string);
+        self.seen.credentials = in_band.credentials.names().map(str::to_string).collect();
+    }
+
     /// Audits the decision to run, attach or replay; `Err` (a refusal: nothing may run) when
     /// the line cannot be written and the audit is required.
     pub fn decide(&self, outcome: Outcome, exit_status: Option<i32>) -> Result<(), String> {
@@ -93,6 +103,8 @@ impl Gate<'_> {
             lock: self.seen.lock,
             args_bytes: self.seen.args_bytes,
             stdin_bytes: self.seen.stdin_bytes,
+            trace_id: self.seen.trace_id.as_deref(),
+            credentials: &self.seen.credentials,
             outcome,
             exit_status,
             duration_ms: (self.start.at.elapsed().as_secs_f64() * 1e6).round() / 1e3,

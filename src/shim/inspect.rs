@@ -41,8 +41,12 @@ pub fn check(path: &Path) -> u8 {
         .verbs
         .iter()
         .map(|(name, verb)| {
+            let credentials = match verb.credentials.is_empty() {
+                true => String::new(),
+                false => format!(", credentials {}", verb.credentials.join(" ")),
+            };
             format!(
-                "{name} (timeout {})",
+                "{name} (timeout {}{credentials})",
                 humantime::format_duration(verb.timeout)
             )
         })

@@ -2,7 +2,9 @@
 //! streams it; every later call within the retention runs nothing and gets the same output and
 //! exit status, attached while the run goes on or replayed after (docs/shim.md). A first run is
 //! admitted only within the limits (`max_running`, `max_queued`, `max_journal_bytes`), and
-//! every decision is audited before anything runs.
+//! every decision is audited before anything runs. The first call's in-band data goes with
+//! its run (the trace context into the program's environment, the credentials to the
+//! supervisor, which writes them for the program); a later call's is dropped unused.
 
 use std::fs::File;
 
@@ -17,7 +19,8 @@ use super::running::{self, Caps};
 use super::spool::Spool;
 use super::supervisor::{self, Handoff};
 use super::tail::{self, Ended, Failed};
-use super::{env, turn};
+use super::{credentials, env, turn};
+use crate::wire::in_band::InBand;
 
 /// Claims are retried when the entry found goes away meanwhile (expired, or never started).
 const ATTEMPTS: usize = 3;
@@ -31,7 +34,8 @@ pub struct Keyed<'a> {
 }
 
 /// Runs, attaches to or replays the call named by `key`; `gate` audits the decision first.
-pub fn run(call: &Keyed, stdin: Option<Spool>, gate: &Gate) -> Report {
+/// `in_band` is used only when this call runs the key, and zeroed when dropped.
+pub fn run(call: &Keyed, stdin: Option<Spool>, mut in_band: Option<InBand>, gate: &Gate) -> Report {
     let (journal, request, key) = (call.journal, call.request, abbreviate(call.key));
     // Best effort: a journal that cannot be cleaned can still be used.
     let _ = journal.collect_garbage();
@@ -46,7 +50,7 @@ pub fn run(call: &Keyed, stdin: Option<Spool>, gate: &Gate) -> Report {
     for _ in 0..ATTEMPTS {
         let spooled = stdin.as_ref().map(Spool::path);
         let report = match journal.claim(&claim, spooled) {
-            Ok(Claim::Mine(entry, lock)) => Some(first(call, &entry, lock, gate)),
+            Ok(Claim::Mine(entry, lock)) => Some(first(call, &entry, lock, in_band.take(), gate)),
             Ok(Claim::Taken(entry)) => repeat(journal, &claim, &entry, gate),
             Err(e) => Some(Report::refused(format!(
                 "cannot write a journal entry for {key:?}: {e}"
@@ -63,7 +67,7 @@ pub fn run(call: &Keyed, stdin: Option<Spool>, gate: &Gate) -> Report {
 
 /// This call claimed the key: within the limits, hand it to a supervisor and stream the run;
 /// else withdraw the claim (nothing ran) and refuse.
-fn first(call: &Keyed, entry: &Entry, lock: File, gate: &Gate) -> Report {
+fn first(call: &Keyed, entry: &Entry, lock: File, in_band: Option<InBand>, gate: &Gate) -> Report {
     let (ticket, admit_later) = match admit(call, entry) {
         Ok(admitted) => admitted,
         Err(refusal) => {
@@ -84,12 +88,14 @@ fn first(call: &Keyed, entry: &Entry, lock: File, gate: &Gate) -> Report {
     let handoff = Handoff {
         program: verb.exec.program().clone(),
         args: verb.exec.args(&call.request.args),
-        env: env::for_verb(&call.config.path, &verb.pass_env),
+        env: env::for_verb(&call.config.path, &verb.pass_env, in_band.as_ref()),
         timeout_ms: whole_millis(verb.timeout),
         stdin: verb.stdin,
         max_output_bytes: limits.max_output_bytes,
         queue_wait_ms: whole_millis(limits.queue_wait),
         admit_later,
+        credentials: in_band.map(|b| b.credentials).unwrap_or_default(),
+        credentials_root: credentials::root(&call.config.journal_dir),
     };
     if let Err(e) = supervisor::launch(entry, lock, ticket, &handoff) {
         // Our lock is gone with the failed launch; the next call runs the key.

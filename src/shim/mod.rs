@@ -10,7 +10,8 @@
 //!   the paths they name.
 //! - [`strict`]: StrictModes-like ownership checks of the config, journal and programs.
 //! - [`request`]: `SSH_ORIGINAL_COMMAND`, decoded by [`crate::wire`], checked against the
-//!   verb's rules into a request, or a refusal.
+//!   verb's rules into a request (`@in-band` ones read their frame in [`call`]), `@hello`, or
+//!   a refusal.
 //! - [`call`]: one invocation, end to end; [`keyed`]: run, attach or replay by key.
 //! - [`report`]: how a call ended; [`gate`]: its one audit line, written at the decision;
 //!   [`turn`]: its place in its lock's queue, or the refusal.
@@ -19,7 +20,8 @@
 //! - [`running`]: `max_running`, keyed runs under way; [`spool`]: a keyed call's stdin on disk.
 //! - [`supervisor`]: the detached process that runs a keyed command and records it.
 //! - [`process`]: one command with a timeout and a shell's exit status; [`env`]: its
-//!   environment; [`caller`]: whether the caller is still there.
+//!   environment; [`credentials`]: its credential files; [`caller`]: whether the caller is
+//!   still there.
 //! - [`tail`]: streams an entry's output to the caller; [`audit`]: the JSONL audit log.
 //! - [`inspect`]: `--check` and `--journal` for the operator.
 
@@ -27,6 +29,7 @@ pub mod audit;
 pub mod call;
 pub mod caller;
 pub mod config;
+pub mod credentials;
 pub mod env;
 pub mod files;
 pub mod gate;

@@ -1,13 +1,25 @@
 //! The caller's request: `SSH_ORIGINAL_COMMAND` decoded by [`crate::wire`] (the rules tether
 //! encodes it with; never through a shell), then checked against the verb's own rules (its
-//! argument count, no leading `-` unless `allow_dash`, `arg_patterns`). A reason never
-//! repeats what the caller sent: the audit line names the verb, bounded.
+//! argument count, no leading `-` unless `allow_dash`, `arg_patterns`). `@hello` asks for the
+//! shim's hello; `@in-band VERB ARGS…` is a request like any other whose stdin begins with an
+//! in-band frame. A reason never repeats what the caller sent: the audit line names the verb,
+//! bounded.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
 use super::config::{ShimConfig, Verb};
-use crate::wire;
+use crate::wire::Decoded;
+use crate::wire::in_band::{self, Command};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Asked<'c> {
+    /// `@hello`: the shim's hello line; nothing runs.
+    Hello,
+    /// A verb to run.
+    Call(Request<'c>),
+}
 
 /// A request that passed every check: an allowed verb with the right number of good arguments.
 #[derive(Debug)]
@@ -15,6 +27,8 @@ pub struct Request<'c> {
     pub name: String,
     pub verb: &'c Verb,
     pub args: Vec<String>,
+    /// Its stdin begins with an in-band frame (`@in-band`).
+    pub in_band: bool,
 }
 
 impl Request<'_> {
@@ -42,7 +56,7 @@ pub struct Refusal {
 }
 
 /// Checks `command` (the value of `SSH_ORIGINAL_COMMAND`) against the config.
-pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Request<'c>, Refusal> {
+pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Asked<'c>, Refusal> {
     let refuse = |verb: Option<&str>, reason: String| Refusal {
         verb: verb.map(str::to_string),
         reason,
@@ -54,13 +68,18 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Requ
             "no SSH_ORIGINAL_COMMAND: run me as sshd's forced command, with a verb".into(),
         )
     })?;
-    let wire::Decoded { verb: name, args } = wire::decode(command.as_bytes()).map_err(|bad| {
+    let decoded = in_band::decode_command(command.as_bytes()).map_err(|bad| {
         match bad.verb {
             // An unknown verb is named before whatever is wrong further on.
             Some(name) if !config.verbs.contains_key(name) => unknown(name),
             verb => refuse(verb, bad.reason),
         }
     })?;
+    let (Decoded { verb: name, args }, in_band) = match decoded {
+        Command::Hello => return Ok(Asked::Hello),
+        Command::Plain(decoded) => (decoded, false),
+        Command::InBand(decoded) => (decoded, true),
+    };
     let verb = config.verbs.get(name).ok_or_else(|| unknown(name))?;
     let args: Vec<String> = args.into_iter().map(str::to_string).collect();
     if !(verb.min_args..=verb.max_args).contains(&args.len()) {
@@ -77,11 +96,12 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Requ
     for (i, arg) in (1..).zip(&args) {
         check_rules(verb, i, arg).map_err(|e| refuse(Some(name), format!("argument {i}: {e}")))?;
     }
-    Ok(Request {
+    Ok(Asked::Call(Request {
         name: name.to_string(),
         verb,
         args,
-    })
+        in_band,
+    }))
 }
 
 /// The verb's own rules for argument `i` (1-based).
@@ -124,6 +144,7 @@ mod tests {
             allow_dash: false,
             arg_patterns: BTreeMap::new(),
             pass_env: Vec::new(),
+            credentials: Vec::new(),
         };
         let mut patterned = verb(1, 1, None);
         patterned.arg_patterns.insert(
@@ -160,17 +181,37 @@ mod tests {
         parse(Some(OsStr::new(line)), &config()).unwrap_err().reason
     }
 
+    fn request<'c>(line: &str, config: &'c ShimConfig) -> Request<'c> {
+        match parse(Some(OsStr::new(line)), config).unwrap() {
+            Asked::Call(request) => request,
+            Asked::Hello => panic!("{line} asked for the hello"),
+        }
+    }
+
     #[test]
     fn good_requests_pass() {
         let config = config();
-        let r = parse(Some(OsStr::new("run-turn s1 u-1 aGk=")), &config).unwrap();
+        let r = request("run-turn s1 u-1 aGk=", &config);
+        assert!(!r.in_band);
         assert_eq!(
             (r.name.as_str(), r.key(), r.lock()),
             ("run-turn", Some("u-1"), None)
         );
         assert_eq!(r.args_bytes(), 2 + 3 + 4);
-        let r = parse(Some(OsStr::new("health")), &config).unwrap();
+        let r = request("health", &config);
         assert!(r.args.is_empty());
+        let r = request("@in-band run-turn s1 u-1 aGk=", &config);
+        assert_eq!(
+            (r.name.as_str(), r.key(), r.in_band),
+            ("run-turn", Some("u-1"), true)
+        );
+        assert!(matches!(
+            parse(Some(OsStr::new("@hello")), &config),
+            Ok(Asked::Hello)
+        ));
+        assert!(reason("@hello x").starts_with("unknown verb"));
+        assert!(reason("@in-band rm x").starts_with("unknown verb"));
+        assert!(reason("@in-band health a b").contains("takes 0 to 1 arguments"));
     }
 
     #[test]

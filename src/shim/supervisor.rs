@@ -6,7 +6,9 @@
 //! for its turn and a place under `max_running` (at most `queue_wait`), runs the command with
 //! the entry's spooled `stdin` and its `stdout` and `stderr` files (files, not pipes: nothing
 //! it starts can die writing to a closed channel; each cut at `max_output_bytes` by
-//! RLIMIT_FSIZE) and records how it ended.
+//! RLIMIT_FSIZE) and records how it ended. A call's credentials come in the handoff too; the
+//! supervisor writes them to a credentials directory it owns just before the command starts
+//! and removes it when the command has ended.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, Write};
@@ -16,12 +18,19 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
+use super::credentials::CredentialsDir;
 use super::env;
 use super::journal::{Entry, Record, State, now_ms};
 use super::process::{self, Finished};
 use super::queue::{self, Ticket, Turn};
 use super::running::{self, Caps};
+use crate::wire::in_band::{Credentials, secret_json};
+
+/// Room reserved for the handoff as it is read, so the buffer holding credentials is never
+/// reallocated (which would leave copies behind).
+const HANDOFF_ROOM: usize = 1 << 20;
 
 /// How often a run whose turn came looks for a place under `max_running`.
 const PLACE_EVERY: Duration = Duration::from_millis(50);
@@ -40,6 +49,11 @@ pub struct Handoff {
     /// A run that was queued at its claim finds its place under `max_running` when its turn
     /// comes; `None`: it has its place already.
     pub admit_later: Option<Caps>,
+    /// The first caller's credentials (zeroed on drop; Debug and logs show names only).
+    #[serde(default)]
+    pub credentials: Credentials,
+    /// Where the credentials directory is made.
+    pub credentials_root: PathBuf,
 }
 
 /// Starts the supervisor for `entry` and hands it the call. `lock` is the entry's held lock
@@ -63,9 +77,9 @@ pub fn launch(
             "the supervisor could not be started ({launched})"
         )));
     }
-    let mut header = serde_json::to_vec(handoff)?;
-    header.push(b'\n');
-    writer.write_all(&header)
+    let header = secret_json(handoff)?;
+    writer.write_all(&header)?;
+    writer.write_all(b"\n")
 }
 
 /// `shim --detach --supervise ENTRY`: starts the supervisor with the same stdio and exits.
@@ -142,13 +156,22 @@ fn find_place(entry: &Entry, caps: &Caps, deadline: Instant) -> io::Result<Turn>
 /// Its turn did not come within `queue_wait`: recorded as done, with nothing run, and the
 /// busy refusal as its output, so its callers are told; a repeat runs it afresh.
 fn give_up(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Result<()> {
+    not_run(
+        entry,
+        record,
+        &format!(
+            "busy: waited {} (queue_wait) for its turn and nothing ran; send it again",
+            humantime::format_duration(Duration::from_millis(handoff.queue_wait_ms))
+        ),
+    )
+}
+
+/// Records the run as done with nothing run and `why` as its output, so its callers are told;
+/// a repeat runs it afresh.
+fn not_run(entry: &Entry, record: &mut Record, why: &str) -> io::Result<()> {
     let _ = fs::remove_file(entry.stdin_path());
     let mut err = append(&entry.stderr_path())?;
-    writeln!(
-        err,
-        "tether shim: busy: waited {} (queue_wait) for its turn and nothing ran; send it again",
-        humantime::format_duration(Duration::from_millis(handoff.queue_wait_ms))
-    )?;
+    writeln!(err, "tether shim: {why}")?;
     err.sync_all()?;
     record.state = State::Done;
     record.not_run = true;
@@ -160,6 +183,24 @@ fn give_up(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Result<
 }
 
 fn run_command(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Result<()> {
+    let root = &handoff.credentials_root;
+    let credentials = match handoff.credentials.is_empty() {
+        true => None,
+        false => match CredentialsDir::create(root, &handoff.credentials) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                let why = format!(
+                    "cannot write the call's credentials under {}: {e}; nothing ran",
+                    root.display()
+                );
+                return not_run(entry, record, &why);
+            }
+        },
+    };
+    let vars = match &credentials {
+        Some(dir) => env::with_credentials(handoff.env.clone(), dir.path()),
+        None => handoff.env.clone(),
+    };
     record.state = State::Running;
     record.started_ms = Some(now_ms());
     entry.write(record)?;
@@ -178,7 +219,7 @@ fn run_command(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Res
     cmd.args(&handoff.args)
         .stdout(out.try_clone()?)
         .stderr(err.try_clone()?);
-    env::apply(&mut cmd, &handoff.env);
+    env::apply(&mut cmd, &vars);
     // Inherited by the command: a write past the cap fails (SIGXFSZ, or EFBIG if ignored).
     let (_, hard) = getrlimit(Resource::RLIMIT_FSIZE)?;
     setrlimit(
@@ -187,7 +228,9 @@ fn run_command(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Res
         hard,
     )?;
     let timeout = Duration::from_millis(handoff.timeout_ms);
-    let finished = process::run(&mut cmd, stdin, timeout).unwrap_or_else(|e| {
+    let finished = process::run(&mut cmd, stdin, timeout);
+    drop(credentials);
+    let finished = finished.unwrap_or_else(|e| {
         let _ = writeln!(
             err,
             "tether shim: cannot run {}: {e}",
@@ -215,7 +258,7 @@ fn run_command(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Res
 
 /// Reads the handoff: one JSON line, whole (a line cut short is an error).
 fn receive(mut pipe: impl BufRead) -> io::Result<Handoff> {
-    let mut line = Vec::new();
+    let mut line = Zeroizing::new(Vec::with_capacity(HANDOFF_ROOM));
     pipe.read_until(b'\n', &mut line)?;
     if line.pop() != Some(b'\n') {
         return Err(io::Error::other("the handoff was cut short"));
@@ -242,11 +285,14 @@ mod tests {
             max_output_bytes: 10,
             queue_wait_ms: 10,
             admit_later: None,
+            credentials: Credentials::from_pairs([("A".to_string(), "v".to_string())]).unwrap(),
+            credentials_root: "/run/user/1/tether/credentials".into(),
         };
         let mut wire = serde_json::to_vec(&handoff).unwrap();
         wire.push(b'\n');
         let got = receive(&wire[..]).unwrap();
         assert_eq!((got.timeout_ms, got.stdin), (5, true));
+        assert_eq!(got.credentials, handoff.credentials);
         assert!(receive(&wire[..wire.len() - 1]).is_err());
         assert!(receive(&wire[..wire.len() / 2]).is_err());
     }

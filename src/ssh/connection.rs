@@ -96,6 +96,8 @@ pub struct Connection {
     configured_capacity: usize,
     /// Set when tether gave up on it (probe failure, drain): no new work goes there.
     retired: AtomicBool,
+    /// Whether its forced command takes in-band data, once asked ([`super::hello`]).
+    pub(super) in_band: tokio::sync::OnceCell<bool>,
 }
 
 impl Connection {
@@ -192,6 +194,7 @@ impl Connection {
             capacity: AtomicUsize::new(capacity),
             configured_capacity: capacity,
             retired: AtomicBool::new(false),
+            in_band: tokio::sync::OnceCell::new(),
         };
         // The first request on a new connection otherwise stalls ~40 ms.
         conn.handle

@@ -1,13 +1,15 @@
-//! Running one command on a channel: stdin then EOF, stdout and stderr handed to a [`Sink`]
-//! as they arrive, the exit status or signal, the deadline, a stop signal (drain), and the
-//! caller's [`Interest`]: nothing is sent once nobody wants the answer.
+//! Running one request on a channel, the SSH side of [`crate::transport`]: stdin then EOF,
+//! stdout and stderr handed to a [`Sink`] as they arrive, the exit status or signal, the
+//! deadline, a stop signal (drain), and the caller's [`Interest`]: nothing is sent once
+//! nobody wants the answer.
 //!
 //! [`run`] answers as soon as the caller can be answered, and hands back the rest of the
-//! channel's life as a [`Release`]: whoever owns the call awaits it, so the slot stays taken
-//! until the server has really freed the session. A channel is never just dropped open.
+//! channel's life as a [`crate::transport::Release`]: whoever owns the call awaits it, so the
+//! slot stays taken until the server has really freed the session. A channel is never just
+//! dropped open.
 
+use std::borrow::Cow;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +18,12 @@ use russh::client::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure, ChannelReadHalf, ChannelWriteHalf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::connection::{Connection, OpenChannel};
-use super::interest::Interest;
 use crate::error::Error;
+use crate::transport::interest::Interest;
+use crate::transport::{Exit, Failed, Limits, Ran, Request, Sink, Stream};
 
 /// How long the release waits for the server's answer to its round trip.
 const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,77 +31,23 @@ const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(10);
 const OPEN_RETRY_FIRST: Duration = Duration::from_millis(5);
 const OPEN_RETRY_MAX: Duration = Duration::from_millis(50);
 
-/// What to run.
-pub struct Command {
-    pub line: String,
-    pub stdin: Option<Bytes>,
+/// What goes on the channel: the command line, then stdin: an in-band preamble first when
+/// there is one ([`super::in_band`]), then the caller's stdin.
+pub struct Command<'a> {
+    pub line: Cow<'a, str>,
+    pub preamble: Option<Zeroizing<Vec<u8>>>,
+    pub stdin: Option<&'a Bytes>,
 }
 
-/// How long a command may take, and when tether gives up on one that runs past it.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub deadline: Instant,
-    /// After the deadline, the channel is closed once the command has run this much longer
-    /// (the target's `stuck_after`)...
-    pub stuck_after: Duration,
-    /// ...or once this much more output was read and dropped (the target's
-    /// `max_output_bytes`): a background child holding stdout open is not drained forever.
-    pub drain_cap: usize,
-}
-
-/// Which output stream a piece of data belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// How the remote command ended.
-#[derive(Debug, Clone, Default)]
-pub struct Exit {
-    pub status: Option<u32>,
-    pub signal: Option<String>,
-}
-
-/// Where a running command's output goes, as it arrives.
-pub trait Sink: Send {
-    /// The exec request has left: from now on the command may run.
-    fn sent(&mut self) {}
-    /// One piece of output. A slow reader may make this wait; the deadline still applies.
-    fn output(&mut self, stream: Stream, data: &[u8]) -> impl Future<Output = ()> + Send;
-    /// Forgets the output of a failed attempt before the command is sent again; false when
-    /// some of it already reached the caller, so that a re-send would repeat it.
-    fn restart(&mut self) -> bool;
-}
-
-/// A failure, split by whether the exec request had left: after it, the command may have run.
-#[derive(Debug)]
-pub enum ExecError {
-    NotSent(Error),
-    Sent(Error),
-}
-
-impl ExecError {
-    pub fn error(&self) -> &Error {
-        match self {
-            ExecError::NotSent(e) | ExecError::Sent(e) => e,
+impl<'a> Command<'a> {
+    /// `request` as it is, with no in-band data.
+    pub fn plain(request: &'a Request) -> Command<'a> {
+        Command {
+            line: Cow::Borrowed(&request.line),
+            preamble: None,
+            stdin: request.stdin.as_ref(),
         }
     }
-
-    pub fn into_error(self) -> Error {
-        match self {
-            ExecError::NotSent(e) | ExecError::Sent(e) => e,
-        }
-    }
-}
-
-/// The rest of a channel's life after the caller was answered; ends with the slot released.
-pub type Release = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// What [`run`] gives back: the answer, and the release its owner must await.
-pub struct Ran {
-    pub result: Result<Exit, ExecError>,
-    pub release: Release,
 }
 
 /// Why reading stopped early.
@@ -115,14 +65,14 @@ enum Cut {
 /// the wait like a deadline does, answering `shutting_down`. Once `interest` is lost, the
 /// command is not sent (`cancelled`); after it was sent, the command runs on unless an
 /// operator cancels it (the channel is then closed, as on a hard stop).
-pub async fn run<S: Sink>(
+pub async fn run(
     conn: &Arc<Connection>,
-    cmd: &Command,
+    cmd: &Command<'_>,
     limits: Limits,
     stop: &CancellationToken,
     interest: &mut Interest,
     hold: impl Send + 'static,
-    sink: &mut S,
+    sink: &mut dyn Sink,
 ) -> Ran {
     let deadline = limits.deadline;
     let budget = deadline.saturating_duration_since(Instant::now());
@@ -134,7 +84,7 @@ pub async fn run<S: Sink>(
     };
     let (channel, open) = match opened {
         Ok(opened) => opened,
-        Err(e) => return Ran::at_once(Err(ExecError::NotSent(e)), hold),
+        Err(e) => return Ran::at_once(Err(Failed::NotSent(e)), hold),
     };
     if interest.is_lost().await {
         let opened = Box::pin(std::future::ready(Ok((channel, open))));
@@ -143,14 +93,17 @@ pub async fn run<S: Sink>(
     let held = (hold, open);
     if channel.exec(true, cmd.line.as_bytes()).await.is_err() {
         let lost = lost(conn, "before the command was sent");
-        return Ran::at_once(Err(ExecError::NotSent(lost)), held);
+        return Ran::at_once(Err(Failed::NotSent(lost)), held);
     }
     sink.sent();
     let (mut reader, writer) = channel.split();
     let mut exit = Exit::default();
     let ended = {
         let write = async {
-            if let Some(data) = &cmd.stdin {
+            if let Some(preamble) = &cmd.preamble {
+                writer.data(&preamble[..]).await?;
+            }
+            if let Some(data) = cmd.stdin {
                 writer.data(&data[..]).await?;
             }
             writer.eof().await
@@ -180,14 +133,14 @@ pub async fn run<S: Sink>(
             }),
         },
         Ok(false) => Ran::at_once(
-            Err(ExecError::Sent(lost(
+            Err(Failed::Sent(lost(
                 &conn,
                 "while the command ran: it may have run",
             ))),
             held,
         ),
         Err(cut) => {
-            let result = Err(ExecError::Sent(cut.error(budget)));
+            let result = Err(Failed::Sent(cut.error(budget)));
             let stop = stop.clone();
             let release = Box::pin(async move {
                 let closed = match cut {
@@ -207,7 +160,7 @@ pub async fn run<S: Sink>(
 
 impl Ran {
     /// A result with nothing left to wait for on the server.
-    fn at_once(result: Result<Exit, ExecError>, hold: impl Send + 'static) -> Ran {
+    fn at_once(result: Result<Exit, Failed>, hold: impl Send + 'static) -> Ran {
         Ran {
             result,
             release: Box::pin(async move { drop(hold) }),
@@ -231,7 +184,7 @@ impl Ran {
             drop(hold);
         });
         Ran {
-            result: Err(ExecError::NotSent(error)),
+            result: Err(Failed::NotSent(error)),
             release,
         }
     }
@@ -364,10 +317,10 @@ async fn open_channel(
 
 /// Hands everything the channel says to `sink` until the server closes it; false if the
 /// connection died first.
-async fn read_until_close<S: Sink>(
+async fn read_until_close(
     reader: &mut ChannelReadHalf,
     exit: &mut Exit,
-    sink: &mut S,
+    sink: &mut dyn Sink,
 ) -> bool {
     loop {
         let Some(msg) = reader.wait().await else {

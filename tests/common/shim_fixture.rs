@@ -145,16 +145,22 @@ impl Laptop {
     }
 
     pub fn with_retention(retention: &str) -> Laptop {
-        Laptop::build(retention, "", "")
+        Laptop::build(retention, "", "", &[])
     }
 
     /// A laptop whose shim.toml has these top-level settings (limits, audit) and verb tables
     /// too (`{verbs}` and `{dir}` are filled in there as well).
     pub fn with_settings(top: &str, more_verbs: &str) -> Laptop {
-        Laptop::build("1h", top, more_verbs)
+        Laptop::build("1h", top, more_verbs, &[])
     }
 
-    fn build(retention: &str, top: &str, more_verbs: &str) -> Laptop {
+    /// [`Laptop::with_settings`] with these lines added to sshd's config (e.g. a `Match all`
+    /// block raising its `LogLevel`).
+    pub fn with_sshd_lines(top: &str, more_verbs: &str, sshd_lines: &[&str]) -> Laptop {
+        Laptop::build("1h", top, more_verbs, sshd_lines)
+    }
+
+    fn build(retention: &str, top: &str, more_verbs: &str, sshd_lines: &[&str]) -> Laptop {
         let dir = tempfile::Builder::new()
             .prefix("tether-laptop-")
             .tempdir()
@@ -178,13 +184,16 @@ impl Laptop {
         fs::set_permissions(d.join("shim.toml"), fs::Permissions::from_mode(0o600))
             .expect("chmod shim.toml");
         let forced = format!("{BIN} shim --config {}", d.join("shim.toml").display());
-        let sshd = SshdBuilder::default()
+        let mut sshd = SshdBuilder::default()
             .forced_command(&forced)
             // Tests open dozens of connections at once.
             .max_startups("200")
             // Variables a client may send (the shim must not pass them on unasked).
-            .config_line("AcceptEnv TETHER_TEST_*")
-            .start();
+            .config_line("AcceptEnv TETHER_TEST_*");
+        for line in sshd_lines {
+            sshd = sshd.config_line(line);
+        }
+        let sshd = sshd.start();
         Laptop { sshd, dir }
     }
 

@@ -1,4 +1,4 @@
-//! Whether anyone still wants a command sent. A call waits for a channel and opens it while
+//! Whether anyone still wants a request sent. A call waits for a channel and opens it while
 //! watching its [`Interest`]: once its caller has left, nothing is sent (docs/rpc.md, "When
 //! the caller hangs up"). After the exec request has left, only an operator's cancel
 //! ([`Interest::cancelled_by`]) still matters: it closes the channel.

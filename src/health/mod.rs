@@ -1,5 +1,8 @@
 //! The cached health of one target: what the probes found, kept in memory so that reading
-//! it never touches the network. Serialises to the `/v1/health` shape of docs/rpc.md.
+//! it never touches the network. Serialises to the `/v1/health` shape of docs/rpc.md. What
+//! the observations mean is [`policy`]'s to judge.
+
+pub mod policy;
 
 use std::collections::VecDeque;
 use std::sync::RwLock;
@@ -8,6 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use crate::error::Error;
+pub use policy::Policy;
+use policy::Seen;
 
 /// Probe points kept for the status page's chart: ~5 minutes at the default 2 s interval.
 const HISTORY: usize = 150;
@@ -67,8 +72,7 @@ struct State {
 /// Shared, cheaply readable health of one target.
 #[derive(Debug)]
 pub struct Health {
-    fail_threshold: u32,
-    shim_enabled: bool,
+    policy: Policy,
     state: RwLock<State>,
 }
 
@@ -81,10 +85,9 @@ pub struct PoolNumbers {
 }
 
 impl Health {
-    pub fn new(fail_threshold: u32, shim_enabled: bool) -> Self {
+    pub fn new(policy: Policy) -> Self {
         Health {
-            fail_threshold,
-            shim_enabled,
+            policy,
             state: RwLock::new(State {
                 status: Status::Unknown,
                 transport: None,
@@ -100,6 +103,11 @@ impl Health {
 
     pub fn status(&self) -> Status {
         self.state.read().expect("poisoned").status
+    }
+
+    /// The judgments made from this target's probes.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Records a transport probe and returns the new status.
@@ -127,7 +135,7 @@ impl Health {
                 record_error(&mut s, e);
             }
         }
-        s.status = derive(&s, self.fail_threshold, self.shim_enabled);
+        s.status = self.derive(&s);
         s.status
     }
 
@@ -143,7 +151,7 @@ impl Health {
         if let Err(e) = result {
             record_error(&mut s, e);
         }
-        s.status = derive(&s, self.fail_threshold, self.shim_enabled);
+        s.status = self.derive(&s);
         s.status
     }
 
@@ -193,18 +201,14 @@ impl Health {
     }
 }
 
-fn derive(s: &State, fail_threshold: u32, shim_enabled: bool) -> Status {
-    match &s.transport {
-        None => Status::Unknown,
-        Some(t) if t.ok => {
-            if shim_enabled && s.shim.as_ref().is_some_and(|p| !p.ok) {
-                Status::Degraded
-            } else {
-                Status::Up
-            }
-        }
-        Some(_) if s.consecutive_failures >= fail_threshold => Status::Down,
-        Some(_) => s.status,
+impl Health {
+    fn derive(&self, s: &State) -> Status {
+        let seen = Seen {
+            transport_ok: s.transport.as_ref().map(|p| p.ok),
+            consecutive_failures: s.consecutive_failures,
+            shim_ok: s.shim.as_ref().map(|p| p.ok),
+        };
+        self.policy.status(&seen, s.status)
     }
 }
 
@@ -248,7 +252,12 @@ mod tests {
 
     #[test]
     fn unknown_then_up_then_down_after_threshold_then_up() {
-        let h = Health::new(2, true);
+        let probe = crate::config::ProbeConfig {
+            fail_threshold: 2,
+            shim_verb: "health".into(),
+            ..Default::default()
+        };
+        let h = Health::new(Policy::new(&probe));
         assert_eq!(h.status(), Status::Unknown);
         let err = Error::UpstreamUnreachable("x".into());
         assert_eq!(h.transport(Ok(Duration::from_millis(1))), Status::Up);

@@ -1,16 +1,13 @@
-//! The tether ↔ shim wire: how a verb and its arguments travel as the remote command line.
-//! tether [`encode`]s them; `tether shim` [`decode`]s `SSH_ORIGINAL_COMMAND` with the same
-//! rules, so the two halves cannot disagree (docs/rpc.md, "Argument rules"; docs/shim.md,
-//! "How a call is run").
+//! The command line: how a verb and its arguments travel as the remote command. tether
+//! [`encode`]s them; `tether shim` [`decode`]s `SSH_ORIGINAL_COMMAND` with the same rules, so
+//! the two halves cannot disagree (docs/rpc.md, "Argument rules"; docs/shim.md, "How a call is
+//! run").
 //!
 //! The line is the verb and its arguments joined by single spaces. Each word is 1 to
 //! [`MAX_ARG_BYTES`] bytes of `[A-Za-z0-9._:,=+/@%-]`, so nothing a shell could interpret ever
 //! leaves tether, and the whole line is at most [`MAX_COMMAND_BYTES`]. Anything else (an
 //! empty word from a leading, trailing or repeated space, a tab, a quote, non-ASCII) is
 //! refused, never repaired.
-//!
-//! Messages exchanged in-band over the channel once a call runs (a versioned hello,
-//! length-prefixed frames) belong in this module too, beside the command line they extend.
 
 use crate::error::Error;
 
