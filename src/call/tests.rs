@@ -280,3 +280,65 @@ async fn a_target_known_down_fails_fast_without_an_attempt() {
     );
     assert_eq!(b.fake.attempts(), 0);
 }
+
+/// Yields (paused time moves on) until `cond` holds for the calls in flight.
+async fn until_listed(b: &Bench, cond: impl Fn(&super::registry::Listing) -> bool) {
+    while !cond(&b.calls.list()) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_an_operator_cancels_is_never_sent_and_leaves_the_listing() {
+    let b = bench(0, vec![]);
+    let (reply, mut answered) = task::buffered();
+    task::start(
+        &b.target,
+        &b.results,
+        &b.calls,
+        call(verb(false, Duration::ZERO), 10 * SECOND),
+        reply,
+    );
+    until_listed(&b, |l| l.total == 1).await;
+    let cancelled = b.calls.cancel("r1");
+    assert_eq!(cancelled.len(), 1);
+    assert!(!cancelled[0].sent);
+    let answer = answered.recv().await.expect("an answer");
+    assert!(
+        matches!(&answer.result, Err(Error::Cancelled(m)) if m.contains("never sent")),
+        "{:?}",
+        answer.result.err()
+    );
+    b.settled().await;
+    assert_eq!(b.fake.sent(), 0);
+    assert_eq!(b.calls.list().total, 0, "the entry goes with its task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_of_a_shared_run_is_detached_and_the_run_goes_on() {
+    let b = bench(8, vec![Step::Hang]);
+    let cached = verb(true, 10 * SECOND);
+    let start = |id: &str| {
+        let (reply, answered) = task::buffered();
+        let mut c = call(cached.clone(), 5 * SECOND);
+        c.request_id = id.into();
+        task::start(&b.target, &b.results, &b.calls, c, reply);
+        answered
+    };
+    let mut first = start("first");
+    let mut second = start("second");
+    until_listed(&b, |l| l.total == 2).await;
+    assert_eq!(b.calls.cancel("second").len(), 1);
+    let detached = second.recv().await.expect("an answer");
+    assert!(
+        matches!(&detached.result, Err(Error::Cancelled(m)) if m.contains("shared")),
+        "{:?}",
+        detached.result.err()
+    );
+    let ran_on = first.recv().await.expect("an answer");
+    assert!(
+        matches!(ran_on.result, Err(Error::Timeout(_))),
+        "the shared run went on to its deadline"
+    );
+    assert_eq!(b.fake.sent(), 1);
+}
