@@ -253,6 +253,18 @@ fn sixty_four_calls_in_flight_are_all_listed_with_their_states_and_nothing_they_
     let json_out = tether.cli("calls", &["--json"]);
     let doc: Value = serde_json::from_str(&json_out.stdout).expect("--json prints JSON");
     assert_eq!(doc["total"], 65);
+    // The status page shows them live, oldest first, and nothing they carry.
+    let page = tether.admin_get("/").text();
+    assert!(
+        page.contains("Calls in flight <span class=\"muted\">(65)</span>"),
+        "{page}"
+    );
+    let at = |text: &str| {
+        page.find(text)
+            .unwrap_or_else(|| panic!("{text} not on the page"))
+    };
+    assert!(at("drip-1") < at("c-0") && page.contains("streaming"));
+    assert!(!page.contains("argument-marker") && !page.contains("secret-stdin"));
     // The admin port does not cancel without server.admin_mutations.
     let refused = http::tcp(
         tether.admin_addr().unwrap(),
