@@ -477,3 +477,16 @@ fn bad_frames_run_nothing_and_are_audited_as_refused() {
     }
     assert!(!laptop.audit_text().contains("s3cr3t"));
 }
+
+#[test]
+fn check_lists_the_credentials_each_verb_accepts() {
+    let laptop = laptop();
+    let out = laptop.operator(&["--check"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary = text(&out.stdout);
+    assert!(
+        summary.contains("creds (timeout 10m, credentials TOKEN PALIAD_JWT)"),
+        "{summary}"
+    );
+    assert!(summary.contains("health (timeout 10m)"), "{summary}");
+}
