@@ -11,7 +11,8 @@
 //! and removes it when the command has ended.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, Write};
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,7 +115,7 @@ fn self_command(dir: &Path, ticket: Option<&Path>) -> io::Result<Command> {
 }
 
 fn run(entry: &Entry, ticket: Option<&Path>) -> io::Result<()> {
-    let handoff = receive(io::stdin().lock())?;
+    let handoff = receive(File::from(io::stdin().as_fd().try_clone_to_owned()?))?;
     let mut record = entry.read().map_err(|c| io::Error::other(c.to_string()))?;
     record.supervisor_pid = Some(std::process::id());
     let deadline = Instant::now() + Duration::from_millis(handoff.queue_wait_ms);
@@ -256,10 +257,20 @@ fn run_command(entry: &Entry, handoff: &Handoff, record: &mut Record) -> io::Res
     entry.write(record)
 }
 
-/// Reads the handoff: one JSON line, whole (a line cut short is an error).
-fn receive(mut pipe: impl BufRead) -> io::Result<Handoff> {
+/// Reads the handoff: one JSON line, whole (a line cut short is an error). Read straight from
+/// the pipe into buffers zeroed on drop (std's stdin would keep a copy in its own buffer).
+fn receive(mut pipe: impl Read) -> io::Result<Handoff> {
     let mut line = Zeroizing::new(Vec::with_capacity(HANDOFF_ROOM));
-    pipe.read_until(b'\n', &mut line)?;
+    let mut chunk = Zeroizing::new([0u8; 8192]);
+    while line.last() != Some(&b'\n') {
+        let n = match pipe.read(&mut chunk[..]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        line.extend_from_slice(&chunk[..n]);
+    }
     if line.pop() != Some(b'\n') {
         return Err(io::Error::other("the handoff was cut short"));
     }

@@ -17,6 +17,8 @@
 //! - [`procs`]: signalling process trees through /proc (freeze, thaw, kill).
 //! - [`shim_fixture`]: a laptop whose forced command is the real `tether shim`, with a verb
 //!   program that logs every run.
+//! - [`in_band`]: such a laptop whose verbs record what in-band data reached them, and a
+//!   search of every place on it a secret could be left in.
 //!
 //! Every fixture owns its temp dir and port; there is no shared mutable state, so tests can run
 //! in parallel threads. Waiting is always polling against a deadline ([`wait_until`]).
@@ -25,6 +27,7 @@
 pub mod demo;
 pub mod fake_tailscale;
 pub mod http;
+pub mod in_band;
 pub mod keys;
 pub mod metrics;
 pub mod ports;
