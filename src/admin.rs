@@ -1,5 +1,6 @@
-//! The admin server on `server.admin_addr`: /metrics, /livez, /readyz, /v1/health and the
-//! status page. Nothing here depends on any target being reachable.
+//! The admin server on `server.admin_addr`: /metrics, /livez, /readyz, /v1/health, the calls
+//! in flight (`GET /v1/calls`; `DELETE /v1/calls/{id}` only with `server.admin_mutations`)
+//! and the status page. Nothing here depends on any target being reachable.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
+use crate::rpc::calls;
 use crate::sidecar::Sidecar;
 use crate::status_page;
 
@@ -34,10 +36,22 @@ pub async fn serve(
 }
 
 fn route(shared: &Sidecar, req: Request<Incoming>) -> Response<Body> {
-    if req.method() != Method::GET {
-        return respond(405, "text/plain", "only GET is served here\n");
+    let path = req.uri().path();
+    if req.method() == Method::DELETE && path.starts_with(calls::PATH) {
+        if !shared.server.admin_mutations {
+            return calls::read_only();
+        }
+        return calls::cancel(shared, &path[calls::PATH.len()..], None);
     }
-    match req.uri().path() {
+    if req.method() != Method::GET {
+        return respond(
+            405,
+            "text/plain",
+            "only GET is served here (and DELETE /v1/calls/ID)\n",
+        );
+    }
+    match path {
+        "/v1/calls" => calls::list(shared),
         "/metrics" => {
             shared.refresh_gauges();
             respond(200, "text/plain; version=0.0.4", shared.metrics.render())

@@ -50,9 +50,18 @@ pub enum Error {
     ShuttingDown,
     #[error("the deadline of {0:?} passed; the command may have run")]
     Timeout(Duration),
-    /// The call was dropped before anything was sent (its caller hung up while it waited).
+    /// The call was dropped before anything was sent (its caller hung up while it waited),
+    /// or an operator cancelled it (the message says whether it was sent).
     #[error("{0}")]
     Cancelled(String),
+    /// What a request named (a call in flight) is not there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The admin port refuses to change anything unless `server.admin_mutations` is set.
+    #[error(
+        "the admin port is read-only: set server.admin_mutations = true to cancel calls here, or cancel on the socket (`tether cancel ID`)"
+    )]
+    AdminReadOnly,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -106,6 +115,8 @@ impl Error {
             Error::ShuttingDown => ("shutting_down", 503, Always),
             Error::Timeout(_) => ("timeout", 504, IfIdempotent),
             Error::Cancelled(_) => ("cancelled", 409, Never),
+            Error::NotFound(_) => ("not_found", 404, Never),
+            Error::AdminReadOnly => ("forbidden", 403, Never),
             Error::Internal(_) => ("internal", 500, Never),
         }
     }

@@ -14,6 +14,7 @@
 //!   transport targets run on.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
 //! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
+//! - [`trace`]: W3C trace context: the caller's traceparent, or a fresh one.
 //! - [`utf8`]: output bytes to text, piece by piece, never splitting a character.
 //! - [`health`] and [`probe`]: the cached probe results, the policy that judges them, and
 //!   the loop that feeds them.
@@ -22,8 +23,8 @@
 //! - [`runtime`]: the run-time state: task trackers, the drain's hard stop, the output budget.
 //! - [`sidecar`]: what the servers share, and the drain flag.
 //! - [`serve`]: startup and shutdown: build (every bind), spawn (servers, probes), drain.
-//! - [`shutdown`]: signals; [`cli`]: the `call` and `check` commands (main.rs has `serve`
-//!   and `config`).
+//! - [`shutdown`]: signals; [`cli`]: the `call`, `check`, `calls` and `cancel` commands
+//!   (main.rs has `serve` and `config`).
 //! - [`demo`]: `tether demo`, a loopback SSH server running the real shim behind the real sidecar.
 //! - [`doctor`]: `tether doctor`, the operator's preflight against the real remote.
 //! - [`shim`]: `tether shim`, the laptop half: sshd's forced command, exactly-once keyed calls.
@@ -50,6 +51,7 @@ pub mod sidecar;
 pub mod ssh;
 pub mod status_page;
 pub mod target;
+pub mod trace;
 pub mod transport;
 pub mod utf8;
 pub mod wire;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tether::cli::{call, check};
+use tether::cli::{call, calls, check};
 use tether::config::{self, LogFormat};
 
 #[derive(Parser)]
@@ -33,6 +33,11 @@ enum Command {
     Call(call::CallArgs),
     /// Exit 0 when the remote is up, 1 when not, 2 when the sidecar does not answer.
     Check(check::CheckArgs),
+    /// The calls in flight, oldest first: state, age, time queued, caller uid, trace id.
+    Calls(calls::CallsArgs),
+    /// Cancel the call(s) with this request id: a queued one is never sent, a running one
+    /// has its channel closed. Exit 1 when nothing matched.
+    Cancel(calls::CancelArgs),
     /// Print the effective configuration as TOML, secrets redacted.
     Config {
         #[arg(long)]
@@ -77,6 +82,8 @@ fn main() -> ExitCode {
             Command::Serve { config } => serve(config).await,
             Command::Call(args) => ExitCode::from(call::run(args).await as u8),
             Command::Check(args) => ExitCode::from(check::run(args).await as u8),
+            Command::Calls(args) => ExitCode::from(calls::list(args).await as u8),
+            Command::Cancel(args) => ExitCode::from(calls::cancel(args).await as u8),
             Command::Config { config } => show_config(config),
             Command::Demo(args) => demo(args).await,
             Command::Doctor(args) => ExitCode::from(tether::doctor::run(args).await),

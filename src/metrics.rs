@@ -29,6 +29,7 @@ pub struct Metrics {
     calls: IntCounterVec,
     call_duration: HistogramVec,
     calls_abandoned: IntCounterVec,
+    calls_cancelled: IntCounterVec,
     /// Output held in memory by buffered calls in flight (and cached results).
     pub call_buffered_bytes: IntGauge,
     /// Open connections on the RPC socket.
@@ -132,6 +133,12 @@ impl Metrics {
                 "Calls whose caller hung up before the answer: dropped unsent (queued) or run on to their end (running)",
                 &["target", "verb", "stage"],
             ),
+            calls_cancelled: counter(
+                &registry,
+                "tether_calls_cancelled_total",
+                "Calls an operator cancelled (DELETE /v1/calls): before the send (queued) or after it (running)",
+                &["target", "verb", "stage"],
+            ),
             call_buffered_bytes: plain_gauge(
                 &registry,
                 "tether_call_buffered_bytes",
@@ -177,6 +184,13 @@ impl Metrics {
             call_duration: self.call_duration.clone(),
             calls_abandoned: self.calls_abandoned.clone(),
         }
+    }
+
+    /// Counts a call an operator cancelled; `stage` is `queued` (never sent) or `running`.
+    pub fn cancelled(&self, target: &str, verb: &str, stage: &str) {
+        self.calls_cancelled
+            .with_label_values(&[target, verb, stage])
+            .inc();
     }
 
     /// Counts an RPC connection closed at accept; `reason` is `total` or `per_uid`.

@@ -1,11 +1,12 @@
 //! What the RPC and admin servers share: the targets, the allowlist, metrics, the run-time
-//! state, and the drain flag.
+//! state, the calls in flight, and the drain flag.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::call::cache::Results;
+use crate::call::registry::Registry;
 use crate::config::{ServerConfig, VerbConfig};
 use crate::error::Error;
 use crate::health::Status;
@@ -23,6 +24,8 @@ pub struct Sidecar {
     pub runtime: Runtime,
     /// What the cached verbs of every target share.
     pub results: Arc<Results>,
+    /// The calls in flight, all targets together (`GET /v1/calls`, cancel).
+    pub calls: Arc<Registry>,
     /// Set from the first signal on: /readyz is 503 and new calls get `shutting_down`.
     draining: AtomicBool,
 }
@@ -42,6 +45,7 @@ impl Sidecar {
             metrics,
             runtime,
             results: Arc::default(),
+            calls: Arc::default(),
             draining: AtomicBool::new(false),
         }
     }

@@ -1,16 +1,20 @@
 //! The status page: per target a status badge, the last error in words, probe latency over
-//! the last minutes as an inline SVG chart, pool numbers and calls by verb. No external
-//! assets; it refreshes itself.
+//! the last minutes as an inline SVG chart, pool numbers and calls by verb; then the calls in
+//! flight (oldest first: state, age, time queued; never arguments). No external assets; it
+//! refreshes itself.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
+use crate::call::registry::Listing;
 use crate::health::{LastError, Status, millis};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
 
 const CHART_W: f64 = 600.0;
 const CHART_H: f64 = 120.0;
+/// Calls in flight the page lists at most (the oldest); `tether calls` lists more.
+const CALLS_SHOWN: usize = 50;
 
 /// Renders the whole page.
 pub fn render(shared: &Sidecar) -> String {
@@ -18,9 +22,10 @@ pub fn render(shared: &Sidecar) -> String {
     for target in shared.targets.values() {
         target_section(&mut html, target);
     }
+    calls_section(&mut html, &shared.calls.list());
     let _ = write!(
         html,
-        "<footer>tether {} · refreshes every 5 s · <a href=\"/v1/health\">/v1/health</a> · <a href=\"/metrics\">/metrics</a></footer></body></html>",
+        "<footer>tether {} · refreshes every 5 s · <a href=\"/v1/health\">/v1/health</a> · <a href=\"/v1/calls\">/v1/calls</a> · <a href=\"/metrics\">/metrics</a></footer></body></html>",
         env!("CARGO_PKG_VERSION")
     );
     html
@@ -97,6 +102,41 @@ fn target_section(html: &mut String, t: &Target) {
             );
         }
         html.push_str("</table>");
+    }
+    html.push_str("</section>");
+}
+
+fn calls_section(html: &mut String, listing: &Listing) {
+    let _ = write!(
+        html,
+        "<section><h2>Calls in flight <span class=\"muted\">({})</span></h2>",
+        listing.total
+    );
+    if listing.total == 0 {
+        html.push_str("<p class=\"muted\">None.</p></section>");
+        return;
+    }
+    html.push_str("<table class=\"calls\"><tr><th>request id</th><th>target</th><th>verb</th><th>state</th><th>age</th><th>queued</th></tr>");
+    for call in listing.calls.iter().take(CALLS_SHOWN) {
+        let gone = if call.abandoned { " (caller gone)" } else { "" };
+        let _ = write!(
+            html,
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}{gone}</td><td>{:.1} s</td><td>{:.1} s</td></tr>",
+            escape(&call.request_id),
+            escape(&call.target),
+            escape(&call.verb),
+            call.state.as_str(),
+            call.age_ms as f64 / 1000.0,
+            call.queued_ms as f64 / 1000.0,
+        );
+    }
+    html.push_str("</table>");
+    if listing.total > CALLS_SHOWN {
+        let _ = write!(
+            html,
+            "<p class=\"muted\">the oldest {CALLS_SHOWN} of {}; <code>tether calls</code> or <a href=\"/v1/calls\">/v1/calls</a> for more</p>",
+            listing.total
+        );
     }
     html.push_str("</section>");
 }

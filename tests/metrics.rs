@@ -96,6 +96,16 @@ fn every_documented_metric_is_exposed_with_its_labels() {
         .metric(abandoned)
         == 1.0));
 
+    // An operator cancels a running call (DELETE /v1/calls/{id}).
+    let running = tether
+        .call_in_background(json!({"verb": "sleep", "args": ["5"], "request_id": "to-cancel"}));
+    assert!(wait_until(Duration::from_secs(5), || {
+        http::get_json(tether.socket_path(), "/v1/calls").1["calls"][0]["state"] == "running"
+    }));
+    let cancel = http::unix(tether.socket_path(), "DELETE", "/v1/calls/to-cancel", None).unwrap();
+    assert_eq!(cancel.status, 200, "{}", cancel.text());
+    assert_eq!(running.join().unwrap().0, 409);
+
     // A slot is held until one round trip after the channel's close: it comes back shortly.
     assert!(
         wait_until(Duration::from_secs(5), || tether.channels_idle()),

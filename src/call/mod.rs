@@ -10,10 +10,12 @@
 //! - [`cache`]: single-flight over call tasks for verbs with a `cache_ttl`.
 //! - [`refusal`]: the shim's "busy" refusal, answered as tether's own `busy`.
 //! - [`task`]: the task itself: run, answer, log and count, then release.
+//! - [`registry`]: the calls in flight, for `GET /v1/calls` and cancel.
 
 pub mod buffer;
 pub mod cache;
 pub mod refusal;
+pub mod registry;
 pub mod stream;
 pub mod task;
 #[cfg(test)]
@@ -25,6 +27,7 @@ use tokio::sync::mpsc;
 
 use crate::config::VerbConfig;
 use crate::error::Error;
+use crate::trace::Trace;
 use crate::transport::{Exit, Request};
 
 pub use buffer::Output;
@@ -40,6 +43,10 @@ pub struct Call {
     pub request: Request,
     /// The call's deadline, counted from its start: the verb's timeout or less.
     pub timeout: Duration,
+    /// The caller's uid (SO_PEERCRED), for `/v1/calls`.
+    pub caller_uid: Option<u32>,
+    /// The call's trace context; [`Trace::downstream`] is what goes on to the shim.
+    pub trace: Trace,
 }
 
 /// What every answer says about its call besides the result.
@@ -51,6 +58,7 @@ pub struct Meta {
     pub duration: Duration,
     pub cached: bool,
     pub idempotent: bool,
+    pub trace_id: String,
 }
 
 /// How a caller subscribes to its call.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::cache::Results;
+use super::registry::Registry;
 use super::{Call, Piece, task};
 use crate::config::{TargetConfig, VerbConfig};
 use crate::error::Error;
@@ -19,6 +20,7 @@ struct Bench {
     fake: Arc<Fake>,
     target: Arc<Target>,
     results: Arc<Results>,
+    calls: Arc<Registry>,
     metrics: Metrics,
 }
 
@@ -37,6 +39,7 @@ fn bench(room: usize, script: Vec<Step>) -> Bench {
         fake,
         target: Arc::new(target),
         results: Arc::default(),
+        calls: Arc::default(),
         metrics,
     }
 }
@@ -52,6 +55,8 @@ fn call(verb: VerbConfig, timeout: Duration) -> Call {
             in_band: None,
         },
         timeout,
+        caller_uid: None,
+        trace: crate::trace::Trace::fresh(),
     }
 }
 
@@ -67,7 +72,7 @@ impl Bench {
     /// Runs a buffered call to its answer: stdout, or the error.
     async fn buffered(&self, call: Call) -> Result<(String, bool), Error> {
         let (reply, mut answered) = task::buffered();
-        task::start(&self.target, &self.results, call, reply);
+        task::start(&self.target, &self.results, &self.calls, call, reply);
         let answer = answered.recv().await.expect("an answer");
         answer
             .result
@@ -77,7 +82,7 @@ impl Bench {
     /// Runs a streamed call to its end: every piece.
     async fn streamed(&self, call: Call) -> Vec<Piece> {
         let (reply, mut rx) = task::streamed();
-        task::start(&self.target, &self.results, call, reply);
+        task::start(&self.target, &self.results, &self.calls, call, reply);
         let mut pieces = Vec::new();
         while let Some(piece) = rx.recv().await {
             pieces.push(piece);
@@ -89,7 +94,7 @@ impl Bench {
     /// has ended.
     async fn hang_up(&self, call: Call, after: Duration, then: impl AsyncFnOnce()) {
         let (reply, answered) = task::buffered();
-        task::start(&self.target, &self.results, call, reply);
+        task::start(&self.target, &self.results, &self.calls, call, reply);
         tokio::time::sleep(after).await;
         drop(answered);
         then().await;
@@ -274,4 +279,66 @@ async fn a_target_known_down_fails_fast_without_an_attempt() {
         "{answer:?}"
     );
     assert_eq!(b.fake.attempts(), 0);
+}
+
+/// Yields (paused time moves on) until `cond` holds for the calls in flight.
+async fn until_listed(b: &Bench, cond: impl Fn(&super::registry::Listing) -> bool) {
+    while !cond(&b.calls.list()) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_call_an_operator_cancels_is_never_sent_and_leaves_the_listing() {
+    let b = bench(0, vec![]);
+    let (reply, mut answered) = task::buffered();
+    task::start(
+        &b.target,
+        &b.results,
+        &b.calls,
+        call(verb(false, Duration::ZERO), 10 * SECOND),
+        reply,
+    );
+    until_listed(&b, |l| l.total == 1).await;
+    let cancelled = b.calls.cancel("r1");
+    assert_eq!(cancelled.len(), 1);
+    assert!(!cancelled[0].sent);
+    let answer = answered.recv().await.expect("an answer");
+    assert!(
+        matches!(&answer.result, Err(Error::Cancelled(m)) if m.contains("never sent")),
+        "{:?}",
+        answer.result.err()
+    );
+    b.settled().await;
+    assert_eq!(b.fake.sent(), 0);
+    assert_eq!(b.calls.list().total, 0, "the entry goes with its task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiter_of_a_shared_run_is_detached_and_the_run_goes_on() {
+    let b = bench(8, vec![Step::Hang]);
+    let cached = verb(true, 10 * SECOND);
+    let start = |id: &str| {
+        let (reply, answered) = task::buffered();
+        let mut c = call(cached.clone(), 5 * SECOND);
+        c.request_id = id.into();
+        task::start(&b.target, &b.results, &b.calls, c, reply);
+        answered
+    };
+    let mut first = start("first");
+    let mut second = start("second");
+    until_listed(&b, |l| l.total == 2).await;
+    assert_eq!(b.calls.cancel("second").len(), 1);
+    let detached = second.recv().await.expect("an answer");
+    assert!(
+        matches!(&detached.result, Err(Error::Cancelled(m)) if m.contains("shared")),
+        "{:?}",
+        detached.result.err()
+    );
+    let ran_on = first.recv().await.expect("an answer");
+    assert!(
+        matches!(ran_on.result, Err(Error::Timeout(_))),
+        "the shared run went on to its deadline"
+    );
+    assert_eq!(b.fake.sent(), 1);
 }

@@ -121,6 +121,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Open RPC connections at once per caller uid; more are closed at once.
     pub max_connections_per_uid: usize,
+    /// The admin port may cancel calls (`DELETE /v1/calls/{id}`); else it only reads.
+    pub admin_mutations: bool,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +141,7 @@ impl Default for ServerConfig {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS_TOTAL,
             max_connections_per_uid: DEFAULT_MAX_CONNECTIONS_PER_UID,
+            admin_mutations: false,
         }
     }
 }

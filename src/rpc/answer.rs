@@ -45,13 +45,35 @@ impl ErrorFields<'_> {
 struct ErrorAnswer<'a> {
     error: ErrorFields<'a>,
     request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<&'a str>,
 }
 
 /// The error envelope, with the code's HTTP status.
 pub fn error(e: &Error, idempotent: bool, request_id: Option<&str>) -> Response<Body> {
+    envelope(e, idempotent, request_id, None)
+}
+
+/// The error envelope of a call that started: with its request id and trace id.
+pub fn call_error(e: &Error, meta: &Meta) -> Response<Body> {
+    envelope(
+        e,
+        meta.idempotent,
+        Some(&meta.request_id),
+        Some(&meta.trace_id),
+    )
+}
+
+fn envelope(
+    e: &Error,
+    idempotent: bool,
+    request_id: Option<&str>,
+    trace_id: Option<&str>,
+) -> Response<Body> {
     let body = ErrorAnswer {
         error: ErrorFields::of(e, idempotent),
         request_id,
+        trace_id,
     };
     respond(
         e.http_status(),
@@ -72,6 +94,7 @@ struct Summary<'a> {
     stderr_truncated: bool,
     duration_ms: f64,
     cached: bool,
+    trace_id: &'a str,
 }
 
 /// A buffered call's answer: 200 with the output, or the error envelope.
@@ -79,7 +102,7 @@ pub fn buffered(answer: Answer) -> Response<Body> {
     let Answer { meta, result } = answer;
     let out = match result {
         Ok(out) => out,
-        Err(e) => return error(&e, meta.idempotent, Some(&meta.request_id)),
+        Err(e) => return call_error(&e, &meta),
     };
     let summary = Summary {
         request_id: &meta.request_id,
@@ -91,6 +114,7 @@ pub fn buffered(answer: Answer) -> Response<Body> {
         stderr_truncated: out.stderr.truncated(),
         duration_ms: crate::health::millis(meta.duration),
         cached: meta.cached,
+        trace_id: &meta.trace_id,
     };
     let small = out.len() <= WHOLE_UP_TO;
     let mut head = serde_json::to_vec(&summary).expect("serializable");
@@ -224,10 +248,12 @@ enum Event<'a> {
         request_id: &'a str,
         target: &'a str,
         verb: &'a str,
+        trace_id: &'a str,
     },
     Error {
         error: ErrorFields<'a>,
         request_id: &'a str,
+        trace_id: &'a str,
     },
 }
 
@@ -239,6 +265,7 @@ fn line(piece: &Piece) -> Bytes {
         Piece::End(meta, Err(e)) => Event::Error {
             error: ErrorFields::of(e, meta.idempotent),
             request_id: &meta.request_id,
+            trace_id: &meta.trace_id,
         },
         Piece::Started => unreachable!("not an event"),
     };
@@ -258,5 +285,6 @@ fn exit_event<'a>(meta: &'a Meta, ending: &'a Ending) -> Event<'a> {
         request_id: &meta.request_id,
         target: &meta.target,
         verb: &meta.verb,
+        trace_id: &meta.trace_id,
     }
 }

@@ -1,4 +1,5 @@
-//! The RPC on the Unix socket (docs/rpc.md): `POST /v1/call` and `GET /v1/health`, and the
+//! The RPC on the Unix socket (docs/rpc.md): `POST /v1/call`, `GET /v1/health`, the calls in
+//! flight (`GET /v1/calls`, `DELETE /v1/calls/{id}`, in [`calls`]), and the
 //! socket's life (stale file replaced, a live one refused, created with its final mode, uid
 //! checked, connections capped by [`admission`]). A call is validated here, then started as
 //! a task (see [`crate::call`]) that the handler only subscribes to: a caller that hangs up
@@ -7,6 +8,7 @@
 pub mod admission;
 mod answer;
 mod body;
+pub mod calls;
 
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use crate::http::clock::Timeouts;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
+use crate::trace::Trace;
 use crate::{transport, wire};
 
 /// Longest request id accepted from a caller.
@@ -48,6 +51,8 @@ struct CallRequest {
     request_id: Option<String>,
     #[serde(default)]
     stream: bool,
+    /// A W3C traceparent, for clients that cannot set the header.
+    trace: Option<String>,
 }
 
 /// Binds the socket: a stale file nobody listens on is replaced; a live one means another
@@ -147,7 +152,7 @@ pub async fn serve(
                 if !allowed {
                     return forbidden(&shared, uid, req);
                 }
-                route(shared, req).await
+                route(shared, req, uid).await
             }
         };
         serve_connection(
@@ -179,16 +184,20 @@ fn forbidden(shared: &Sidecar, uid: u32, req: Request<Incoming>) -> Response<Bod
     answer
 }
 
-async fn route(sidecar: Arc<Sidecar>, req: Request<Incoming>) -> Response<Body> {
+async fn route(sidecar: Arc<Sidecar>, req: Request<Incoming>, uid: u32) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::POST, "/v1/call") => call(&sidecar, req).await,
+        (&Method::POST, "/v1/call") => call(&sidecar, req, uid).await,
+        (&Method::GET, "/v1/calls") => calls::list(&sidecar),
+        (&Method::DELETE, path) if path.starts_with(calls::PATH) => {
+            calls::cancel(&sidecar, &path[calls::PATH.len()..], Some(uid))
+        }
         (&Method::GET, "/v1/health") => json(200, &sidecar.health_json()),
         (&Method::GET, "/livez") => respond(200, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") if sidecar.is_draining() => {
             respond(503, "text/plain", "draining\n")
         }
         (&Method::GET, "/readyz") => respond(200, "text/plain", "ready\n"),
-        (_, "/v1/call" | "/v1/health") => answer::error(
+        (_, "/v1/call" | "/v1/health" | "/v1/calls") => answer::error(
             &Error::BadRequest("method not allowed here".into()),
             false,
             None,
@@ -209,25 +218,23 @@ struct Refused {
     labels: Option<(Arc<Target>, String)>,
 }
 
-async fn call(sidecar: &Sidecar, req: Request<Incoming>) -> Response<Body> {
+async fn call(sidecar: &Sidecar, req: Request<Incoming>, uid: u32) -> Response<Body> {
     let started = Instant::now();
-    let (target, call, stream) = match accept(sidecar, req).await {
+    let (target, call, stream) = match accept(sidecar, req, uid).await {
         Ok(accepted) => accepted,
         Err(refused) => return refuse(refused, started.elapsed()),
     };
     if stream {
         let (reply, mut pieces) = task::streamed();
-        task::start(&target, &sidecar.results, call, reply);
+        task::start(&target, &sidecar.results, &sidecar.calls, call, reply);
         match pieces.recv().await {
             Some(Piece::Started) => answer::streamed(pieces),
-            Some(Piece::End(meta, Err(e))) => {
-                answer::error(&e, meta.idempotent, Some(&meta.request_id))
-            }
+            Some(Piece::End(meta, Err(e))) => answer::call_error(&e, &meta),
             other => internal(format!("a streamed call began with {other:?}")),
         }
     } else {
         let (reply, mut answered) = task::buffered();
-        task::start(&target, &sidecar.results, call, reply);
+        task::start(&target, &sidecar.results, &sidecar.calls, call, reply);
         match answered.recv().await {
             Some(answer) => answer::buffered(answer),
             None => internal("a call task ended without an answer".into()),
@@ -243,6 +250,7 @@ fn internal(message: String) -> Response<Body> {
 async fn accept(
     sidecar: &Sidecar,
     req: Request<Incoming>,
+    uid: u32,
 ) -> Result<(Arc<Target>, Call, bool), Refused> {
     let refused = |error, request_id: Option<&str>, labels: Option<(&Arc<Target>, &str)>| Refused {
         error,
@@ -250,6 +258,11 @@ async fn accept(
         labels: labels.map(|(target, verb)| (target.clone(), verb.to_string())),
     };
     let server = &sidecar.server;
+    let header = |name| {
+        let value = req.headers().get(name)?;
+        value.to_str().ok().map(str::to_string)
+    };
+    let (traceparent, tracestate) = (header("traceparent"), header("tracestate"));
     let body = match body::read(req, server.max_request_bytes, server.request_timeout).await {
         Ok(body) => body,
         Err((e, rest)) => {
@@ -302,6 +315,11 @@ async fn accept(
             in_band: None,
         },
         timeout,
+        caller_uid: Some(uid),
+        trace: Trace::continue_or_start(
+            traceparent.or(request.trace).as_deref(),
+            tracestate.as_deref(),
+        ),
     };
     Ok((target, call, request.stream))
 }

@@ -56,12 +56,15 @@ enum Cut {
     Stop,
     /// Nobody wants the answer any more (only before the exec request has left).
     Unwanted,
+    /// An operator cancelled the call after it was sent: its channel is closed.
+    Cancelled,
 }
 
 /// Runs `cmd` on a new channel of `conn`, sending its output to `sink`. `hold` (the pool
 /// slot) is dropped at the end of the returned release. `stop` (the drain's hard stop) ends
 /// the wait like a deadline does, answering `shutting_down`. Once `interest` is lost, the
-/// command is not sent (`cancelled`); after it was sent, the command runs on.
+/// command is not sent (`cancelled`); after it was sent, the command runs on unless an
+/// operator cancels it (the channel is then closed, as on a hard stop).
 pub async fn run(
     conn: &Arc<Connection>,
     cmd: &Command<'_>,
@@ -114,6 +117,7 @@ pub async fn run(
                 _ = &mut write, if writing => writing = false,
                 closed = &mut read => break Ok(closed),
                 cut = cut(deadline, stop) => break Err(cut),
+                _ = interest.cancelled() => break Err(Cut::Cancelled),
             }
         }
     };
@@ -141,7 +145,7 @@ pub async fn run(
             let release = Box::pin(async move {
                 let closed = match cut {
                     Cut::Deadline => wait_for_close(&mut reader, limits, &stop).await,
-                    Cut::Stop | Cut::Unwanted => false,
+                    Cut::Stop | Cut::Unwanted | Cut::Cancelled => false,
                 };
                 if !closed {
                     let _ = close(&writer, &conn).await;
@@ -194,6 +198,8 @@ impl Cut {
             Cut::Unwanted => Error::Cancelled(
                 "the caller hung up while the call waited for a channel; it was never sent".into(),
             ),
+            // The call task words it (it knows what the cancel reached).
+            Cut::Cancelled => Error::Cancelled("an operator cancelled the call".into()),
         }
     }
 }
