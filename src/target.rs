@@ -226,15 +226,17 @@ impl Target {
 
     /// Counts a finished call (`error` None for a result) and keeps a security refusal as
     /// the target's last error, so operators see it. An abandoned call (its caller hung up)
-    /// is counted by stage: `queued` when it was dropped unsent, else `running`.
-    pub fn record_call(&self, verb: &str, error: Option<&Error>, took: Duration, abandoned: bool) {
+    /// is counted by the stage it was left at: `queued` (dropped unsent) or `running`.
+    pub fn record_call(
+        &self,
+        verb: &str,
+        error: Option<&Error>,
+        took: Duration,
+        abandoned_at: Option<&str>,
+    ) {
         let code = error.map_or("ok", Error::code);
         self.metrics.call(verb, code, took.as_secs_f64());
-        if abandoned {
-            let stage = match error {
-                Some(Error::Cancelled(_)) => "queued",
-                _ => "running",
-            };
+        if let Some(stage) = abandoned_at {
             self.metrics.abandoned(verb, stage);
         }
         if let Some(e) = error.filter(|e| e.is_security()) {

@@ -248,6 +248,14 @@ impl Tracked {
         }
     }
 
+    /// The stage a caller who left it left it at: `queued` (never sent) or `running`.
+    pub fn stage(&self) -> &'static str {
+        match self.read(|e| e.sent.is_some() || e.shared) {
+            true => "running",
+            false => "queued",
+        }
+    }
+
     /// The `cancelled` error for this call: what the cancel did depends on where it was.
     pub fn cancellation(&self) -> Error {
         let (sent, shared) = self.read(|e| (e.sent.is_some(), e.shared));

@@ -152,11 +152,12 @@ async fn run(
             }
         }
     };
+    let abandoned_at = outcome.abandoned.then(|| tracked.stage());
     record(
         &target,
         &meta(outcome.cached),
         outcome.summary.as_ref(),
-        outcome.abandoned,
+        abandoned_at,
     );
     tracked.answered(outcome.abandoned);
     outcome.release.await;
@@ -216,11 +217,17 @@ fn ending_of(out: &Output) -> Ending {
     }
 }
 
-/// Logs the call's one line and counts it.
-pub fn record(target: &Target, meta: &Meta, result: Result<&Exit, &Error>, abandoned: bool) {
+/// Logs the call's one line and counts it; `abandoned_at` is the stage its caller left at.
+pub fn record(
+    target: &Target,
+    meta: &Meta,
+    result: Result<&Exit, &Error>,
+    abandoned_at: Option<&str>,
+) {
     let code = result.map_or_else(|e| e.code(), |_| "ok");
     let duration_ms = crate::health::millis(meta.duration);
-    target.record_call(&meta.verb, result.err(), meta.duration, abandoned);
+    let abandoned = abandoned_at.is_some();
+    target.record_call(&meta.verb, result.err(), meta.duration, abandoned_at);
     tracing::info!(
         request_id = meta.request_id,
         target = meta.target,

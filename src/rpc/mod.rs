@@ -26,12 +26,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::call::{Call, Piece, task};
 use crate::config::MAX_SOCKET_PATH;
+use crate::config::VerbConfig;
 use crate::error::Error;
 use crate::http::clock::Timeouts;
 use crate::http::{Body, accept_loop, json, respond, serve_connection};
 use crate::sidecar::Sidecar;
 use crate::target::Target;
 use crate::trace::Trace;
+use crate::wire::in_band::{Credentials, InBand, Unchecked};
 use crate::{transport, wire};
 
 /// Longest request id accepted from a caller.
@@ -53,6 +55,8 @@ struct CallRequest {
     stream: bool,
     /// A W3C traceparent, for clients that cannot set the header.
     trace: Option<String>,
+    /// For the verb program on the laptop only (docs/rpc.md, "Credentials").
+    credentials: Option<Unchecked>,
 }
 
 /// Binds the socket: a stale file nobody listens on is replaced; a live one means another
@@ -271,8 +275,8 @@ async fn accept(
             return Err(refused(e, None, None));
         }
     };
-    let request: CallRequest = serde_json::from_slice(&body).map_err(|e| {
-        let e = Error::BadRequest(format!("the body is not a valid call: {e}"));
+    let mut request: CallRequest = serde_json::from_slice(&body).map_err(|e| {
+        let e = Error::BadRequest(format!("the body is not a valid call: {}", unechoed(&e)));
         refused(e, None, None)
     })?;
     drop(body);
@@ -305,6 +309,18 @@ async fn accept(
         None => verb_config.timeout,
     };
     let line = wire::encode(&request.verb, &request.args).map_err(|e| refused(e, id, labels))?;
+    let credentials = request.credentials.take().unwrap_or_default();
+    let credentials = checked_credentials(credentials, &request.verb, verb_config)
+        .map_err(|e| refused(e, id, labels))?;
+    let trace = Trace::continue_or_start(
+        traceparent.or(request.trace).as_deref(),
+        tracestate.as_deref(),
+    );
+    let in_band = InBand {
+        traceparent: Some(trace.downstream()),
+        tracestate: trace.state.clone(),
+        credentials,
+    };
     let call = Call {
         request_id,
         verb: request.verb,
@@ -312,16 +328,47 @@ async fn accept(
         request: transport::Request {
             line,
             stdin,
-            in_band: None,
+            in_band: Some(Arc::new(in_band)),
         },
         timeout,
         caller_uid: Some(uid),
-        trace: Trace::continue_or_start(
-            traceparent.or(request.trace).as_deref(),
-            tracestate.as_deref(),
-        ),
+        trace,
     };
     Ok((target, call, request.stream))
+}
+
+/// The call's credentials once checked: names and sizes (docs/rpc.md, "Credentials"), and
+/// none for a cached verb, whose shared result cannot depend on a secret.
+fn checked_credentials(
+    given: Unchecked,
+    verb: &str,
+    verb_config: &VerbConfig,
+) -> Result<Credentials, Error> {
+    let credentials = given.check().map_err(|e| match e.is_too_large() {
+        true => Error::PayloadTooLarge(e.to_string()),
+        false => Error::BadRequest(e.to_string()),
+    })?;
+    if !credentials.is_empty() && !verb_config.cache_ttl.is_zero() {
+        return Err(Error::BadRequest(format!(
+            "verb {verb} has a cache_ttl, so callers share its result, which cannot depend on \
+             a credential; send credentials only to verbs without a cache"
+        )));
+    }
+    Ok(credentials)
+}
+
+/// A body's parse error without the text serde quotes from it (`invalid type: string "…"`):
+/// a string in the wrong place may be a credential.
+fn unechoed(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let Some(start) = message.find("string \"") else {
+        return message;
+    };
+    let open = start + "string \"".len();
+    match message[open..].rfind('"') {
+        Some(close) => format!("{}…{}", &message[..open], &message[open + close..]),
+        None => message,
+    }
 }
 
 /// Answers, logs and counts a call refused before it started.
@@ -334,7 +381,7 @@ fn refuse(refused: Refused, took: Duration) -> Response<Body> {
     let request_id = request_id.unwrap_or_else(new_request_id);
     let (target, verb) = match &labels {
         Some((target, verb)) => {
-            target.record_call(verb, Some(&error), took, false);
+            target.record_call(verb, Some(&error), took, None);
             (target.name.as_str(), verb.as_str())
         }
         None => ("", ""),
