@@ -16,6 +16,9 @@ use common::sshd::Sshd;
 use common::tether::{Tether, TetherConfig};
 use serde_json::{Value, json};
 
+const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 /// tether in front of `laptop`, logging at debug level, with the laptop's in-band verbs.
 fn tether(laptop: &Laptop, in_band: &str) -> Tether {
     TetherConfig::for_sshd(&laptop.sshd)
@@ -40,7 +43,9 @@ fn a_credential_reaches_the_program_and_nowhere_else() {
     let name = uuid();
     fs::create_dir_all(laptop.dir().join("hold")).unwrap();
     fs::write(laptop.dir().join("hold").join(&name), "").unwrap();
-    let call = tether.call_in_background(creds_call("creds-hold", &name, json!({"TOKEN": secret})));
+    let mut body = creds_call("creds-hold", &name, json!({"TOKEN": secret}));
+    body["trace"] = json!(PARENT);
+    let call = tether.call_in_background(body);
     wait_ready(&laptop, &name);
     // While it runs: everything an operator can look at.
     let mut looked_at = vec![
@@ -64,6 +69,23 @@ fn a_credential_reaches_the_program_and_nowhere_else() {
     assert_eq!(seen(&laptop, &name, "value.TOKEN"), secret);
     assert_eq!(seen(&laptop, &name, "mode.TOKEN").trim(), "400");
     assert_eq!(seen(&laptop, &name, "dir_mode").trim(), "700");
+    // The caller's trace, continued: in the answer, the program's environment (tether's
+    // own span as the parent) and the shim's audit line.
+    assert_eq!(answer["trace_id"], TRACE_ID, "{answer}");
+    let env = seen(&laptop, &name, "env");
+    assert!(
+        env.contains(&format!("TRACEPARENT=00-{TRACE_ID}-")),
+        "{env}"
+    );
+    assert!(
+        !env.contains(PARENT),
+        "tether passes on its own span: {env}"
+    );
+    let audited = laptop.audit();
+    assert!(
+        audited.iter().any(|line| line["trace_id"] == TRACE_ID),
+        "{audited:?}"
+    );
     let dir = seen(&laptop, &name, "dir");
     assert!(
         !std::path::Path::new(&dir).exists(),

@@ -76,24 +76,8 @@ func TestACancelledTurnIsNotSentAgain(t *testing.T) {
 	fake.only(t)
 }
 
-// needCallsEndpoint skips a test when the demo's tether has no GET /v1/calls: the server
-// side of docs/rpc.md: calls in flight, trace context and credentials, all of which came
-// together.
-func needCallsEndpoint(t *testing.T, d *demo) {
-	t.Helper()
-	_, err := d.client.Calls(within(t, 10*time.Second))
-	var e *tether.Error
-	if errors.As(err, &e) && (e.Status == 404 || e.Status == 400) && strings.Contains(e.Message, "no endpoint") {
-		t.Skipf("%s has no GET /v1/calls (%v): this test needs a tether with calls in flight, trace context and credentials", tetherBin, err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestAnOperatorListsAndCancelsARunningTurn(t *testing.T) {
 	d := sharedDemo(t)
-	needCallsEndpoint(t, d)
 	held := d.holdSession(t)
 	turn := tether.TurnRequest(held.name, tether.NewTurnID(), "cancel me")
 	turn.TraceParent = parentA

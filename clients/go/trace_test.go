@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -180,7 +183,6 @@ var traceID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 func TestTetherAnswersWithTheRequestsTraceID(t *testing.T) {
 	d := sharedDemo(t)
-	needCallsEndpoint(t, d)
 	client := tether.New(d.socket, tether.WithTraceContext(fromContext))
 	ctx := context.WithValue(within(t, 30*time.Second), spanKey{}, parentA)
 	arg := "trace-" + tether.NewTurnID()[:8]
@@ -188,6 +190,15 @@ func TestTetherAnswersWithTheRequestsTraceID(t *testing.T) {
 	res, err := client.Call(ctx, tether.Request{Verb: "health", Args: []string{arg}})
 	if err != nil || res.TraceID != traceA {
 		t.Fatalf("want the hook's trace id %s in the answer, got %+v, %v", traceA, res, err)
+	}
+	// The same trace id in tether's log line for the call, and in the laptop's audit line
+	// (tether hands the trace on to tether shim in-band).
+	if !strings.Contains(d.log(), `trace_id="`+traceA+`"`) && !strings.Contains(d.log(), `"trace_id":"`+traceA+`"`) {
+		t.Errorf("tether's log has no call line with trace_id %s:\n%s", traceA, d.logTail())
+	}
+	audit, err := os.ReadFile(filepath.Join(d.laptop(t), "audit.jsonl"))
+	if err != nil || !strings.Contains(string(audit), `"trace_id":"`+traceA+`"`) {
+		t.Errorf("the shim's audit log has no line with trace_id %s (%v):\n%s", traceA, err, audit)
 	}
 	stream, err := client.Stream(ctx, tether.Request{Verb: "reset", Args: []string{arg}, TraceParent: parentB})
 	if err != nil {
