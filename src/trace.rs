@@ -77,7 +77,7 @@ impl Trace {
 /// (trace id, parent id, flags) of a valid traceparent. Version 00 must be exactly its 55
 /// characters; a later version may be longer when a `-` follows them, and its first fields
 /// are read as version 00's (the spec's rule for versions a parser does not know).
-fn parse_traceparent(given: &str) -> Result<(String, String, String), &'static str> {
+pub fn parse_traceparent(given: &str) -> Result<(String, String, String), &'static str> {
     let given = given.trim();
     let version = given.get(..2).ok_or("too short")?;
     if !is_lower_hex(version) {
@@ -107,7 +107,7 @@ fn parse_traceparent(given: &str) -> Result<(String, String, String), &'static s
 }
 
 /// A tracestate worth passing on: short and printable ASCII (not parsed further).
-fn sane_tracestate(state: &str) -> bool {
+pub fn sane_tracestate(state: &str) -> bool {
     let state = state.trim();
     !state.is_empty()
         && state.len() <= MAX_TRACESTATE

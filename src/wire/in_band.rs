@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 use super::frame::{self, FrameError};
 use super::line::{Decoded, MAX_COMMAND_BYTES, Malformed, decode, encode};
 use crate::error::Error;
+use crate::trace;
 
 /// Verb names starting with this are reserved for tether's own requests.
 pub const RESERVED_PREFIX: char = '@';
@@ -45,8 +46,6 @@ pub const MAX_CREDENTIAL_NAME: usize = 64;
 pub const MAX_CREDENTIAL_BYTES: usize = 16 << 10;
 /// All of a call's credential values together, in bytes.
 pub const MAX_CREDENTIALS_BYTES: usize = 64 << 10;
-/// The longest `tracestate` passed on (W3C's own limit).
-const MAX_TRACESTATE: usize = 512;
 /// The longest output of `@hello` read as a hello line.
 const MAX_HELLO_BYTES: usize = 4096;
 
@@ -335,30 +334,15 @@ impl<'de> Deserialize<'de> for Credentials {
     }
 }
 
-/// Whether `value` is a W3C version-00 `traceparent`: `00-` 32 hex `-` 16 hex `-` 2 hex, lower
-/// case, neither id all zeros.
+/// Whether `value` is a W3C version-00 `traceparent` ([`crate::trace`]'s rules): `00-` 32 hex
+/// `-` 16 hex `-` 2 hex, lower case, neither id all zeros. tether only sends version 00.
 pub fn valid_traceparent(value: &str) -> bool {
-    let b = value.as_bytes();
-    let hex = |range: std::ops::Range<usize>| {
-        b[range.clone()]
-            .iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
-            && b[range].iter().any(|&c| c != b'0')
-    };
-    b.len() == 55
-        && b.starts_with(b"00-")
-        && b[35] == b'-'
-        && b[52] == b'-'
-        && hex(3..35)
-        && hex(36..52)
-        && b[53..]
-            .iter()
-            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    value.starts_with("00-") && value.trim() == value && trace::parse_traceparent(value).is_ok()
 }
 
-/// Whether `value` can be passed on as `TRACESTATE`: 1 to 512 bytes of printable ASCII.
+/// Whether `value` can be passed on as `TRACESTATE` ([`crate::trace`]'s rules).
 pub fn valid_tracestate(value: &str) -> bool {
-    (1..=MAX_TRACESTATE).contains(&value.len()) && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+    value.trim() == value && trace::sane_tracestate(value)
 }
 
 /// Why an in-band frame was refused (messages never hold a credential value).
