@@ -10,10 +10,11 @@
 //! - [`exit`]: the process exit statuses of tether and its shim.
 //! - [`transport`]: the seam between the call path and what carries a request: request,
 //!   output, exit, sink, and the `Transport` trait.
-//! - [`ssh`]: keys, pinned host keys, connections, the slot pool, and exec on a channel: the
-//!   transport targets run on.
+//! - [`ssh`]: keys, pinned host keys, connections, the slot pool, exec on a channel with
+//!   in-band data for a shim that takes it: the transport targets run on.
 //! - [`target`]: one target at run time: the call path (fail fast, queue, run, re-send).
-//! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache.
+//! - [`call`]: a call as a task of its own: buffered and streamed answers, the verb cache,
+//!   the calls in flight and their cancel.
 //! - [`trace`]: W3C trace context: the caller's traceparent, or a fresh one.
 //! - [`utf8`]: output bytes to text, piece by piece, never splitting a character.
 //! - [`health`] and [`probe`]: the cached probe results, the policy that judges them, and
