@@ -4,7 +4,7 @@
 //! tether hands on (same trace, tether's own span). An invalid header is ignored, never an
 //! error (docs/rpc.md, "Trace context").
 
-/// Longest `tracestate` kept (the spec's limit for what a vendor must propagate).
+/// Longest `tracestate` kept (W3C trace context's limit for what a vendor must propagate).
 const MAX_TRACESTATE: usize = 512;
 /// Length of a version-00 traceparent: `00-` 32 hex `-` 16 hex `-` 2 hex.
 const TRACEPARENT_LEN: usize = 55;
@@ -76,7 +76,7 @@ impl Trace {
 
 /// (trace id, parent id, flags) of a valid traceparent. Version 00 must be exactly its 55
 /// characters; a later version may be longer when a `-` follows them, and its first fields
-/// are read as version 00's (the spec's rule for versions a parser does not know).
+/// are read as version 00's (W3C trace context's rule for versions a parser does not know).
 pub fn parse_traceparent(given: &str) -> Result<(String, String, String), &'static str> {
     let given = given.trim();
     let version = given.get(..2).ok_or("too short")?;
