@@ -309,14 +309,31 @@ impl Connection {
 
     /// Retires the connection and says goodbye to the server, waiting at most
     /// [`DISCONNECT_TIMEOUT`] for a frozen one.
+    /// Its warm channels are closed first, and one round trip lets the server free them.
     pub async fn close(&self) {
+        self.goodbye(true).await;
+    }
+
+    /// Like [`Self::close`], for a connection that stopped answering: no round trip is
+    /// awaited (its warm channels' CLOSEs still go ahead of the goodbye).
+    pub async fn close_unanswered(&self) {
+        self.goodbye(false).await;
+    }
+
+    async fn goodbye(&self, answered: bool) {
         self.retired.store(true, Ordering::SeqCst);
-        warm::close_all(self).await;
-        let goodbye = self.handle.disconnect(
-            russh::Disconnect::ByApplication,
-            "tether is closing this connection",
-            "en",
-        );
+        let goodbye = async {
+            if warm::close_all(self).await > 0 && answered {
+                let _ = self.handle.send_ping().await;
+            }
+            self.handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    "tether is closing this connection",
+                    "en",
+                )
+                .await
+        };
         let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, goodbye).await;
     }
 }

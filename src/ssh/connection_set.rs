@@ -205,7 +205,7 @@ impl ConnectionSet {
             .lock()
             .expect("poisoned")
             .retain(|c| !Arc::ptr_eq(c, conn));
-        conn.close().await;
+        conn.close_unanswered().await;
     }
 }
 

@@ -12,7 +12,8 @@
 //! A warm channel receives nothing before its exec but, perhaps, the server's EOF and CLOSE
 //! (a handful of messages, far below the channel's buffer, so they never block russh's
 //! session loop); a channel found that way is stale and is discarded, never used. When the
-//! connection is closed its stock is closed politely: CLOSE, then one round trip.
+//! connection is closed its stock is closed politely: CLOSE, then one round trip (not
+//! awaited on one that stopped answering), then the goodbye ([`Connection::close`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +30,7 @@ use super::connection::{Connection, OpenChannel};
 
 /// The longest a background open may take before the refill gives up for now.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long closing the stock waits for the server's answer to its round trip.
+/// How long closing a surplus warm channel waits for the server's answer to its round trip.
 const CLOSE_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How many warm channels a target's connections keep, and where their refills run.
@@ -147,20 +148,15 @@ pub fn refill(conn: &Arc<Connection>) {
     });
 }
 
-/// Closes every warm channel of `conn` politely: CLOSE, then one round trip, after which the
-/// server has freed their sessions.
-pub async fn close_all(conn: &Connection) {
+/// Sends CLOSE on every warm channel of `conn` (whose close then makes the one round trip
+/// after which the server has freed them, within its goodbye's bound); how many there were.
+pub async fn close_all(conn: &Connection) -> usize {
     let channels = conn.warm().take_all();
-    if channels.is_empty() {
-        return;
-    }
     for channel in &channels {
         let _ = channel.close().await;
-    }
-    let _ = conn.ping(CLOSE_PING_TIMEOUT).await;
-    for _ in &channels {
         conn.uncount_open();
     }
+    channels.len()
 }
 
 /// Whether the stock is short and the connection has room for one more warm channel.
