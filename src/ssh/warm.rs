@@ -71,12 +71,8 @@ impl Stock {
     }
 
     /// Warm channels ready right now.
-    pub fn len(&self) -> usize {
+    fn ready(&self) -> usize {
         self.ready.lock().expect("poisoned").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn push(&self, channel: Channel<Msg>) {
@@ -161,7 +157,7 @@ pub async fn close_all(conn: &Connection) -> usize {
 
 /// Whether the stock is short and the connection has room for one more warm channel.
 fn wanted(conn: &Connection) -> bool {
-    !conn.is_closed() && conn.warm().len() < conn.warm().plan.channels && room(conn, 1)
+    !conn.is_closed() && conn.warm().ready() < conn.warm().plan.channels && room(conn, 1)
 }
 
 /// Whether `more` channels beyond those open still leave one session free.
