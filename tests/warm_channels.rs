@@ -153,7 +153,8 @@ fn warm_channels_stay_within_max_sessions_and_calls_never_see_a_refused_open() {
 
 /// OpenSSH never closes a session channel that has not run anything (ChannelTimeout does
 /// not fire on one), so the server's side of a stale warm channel is a connection killed
-/// under it: its warm channels are dead, and the next calls still succeed.
+/// under it: once tether has seen the connection end, its warm channels are dead, and the
+/// next calls still succeed on a new connection with a new stock.
 #[test]
 fn warm_channels_of_a_connection_sshd_dropped_never_fail_a_call() {
     let sshd = debug_sshd().start();
@@ -161,6 +162,7 @@ fn warm_channels_of_a_connection_sshd_dropped_never_fail_a_call() {
     tether.wait_status("up");
     wait_for_warm(&tether, 2);
     sshd.kill_sessions();
+    tether.wait_target(WAIT, |t| t["connections"] == 0);
     for _ in 0..3 {
         seq(&tether);
     }

@@ -1,4 +1,5 @@
-//! Running one request on a channel, the SSH side of [`crate::transport`]: stdin then EOF,
+//! Running one request on a channel (a new one, or for a pool slot's call a warm one,
+//! [`super::warm`]), the SSH side of [`crate::transport`]: stdin then EOF,
 //! stdout and stderr handed to a [`Sink`] as they arrive, the exit status or signal, the
 //! deadline, a stop signal (drain), and the caller's [`Interest`]: nothing is sent once
 //! nobody wants the answer.
