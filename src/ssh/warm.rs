@@ -14,6 +14,10 @@
 //! session loop); a channel found that way is stale and is discarded, never used. When the
 //! connection is closed its stock is closed politely: CLOSE, then one round trip (not
 //! awaited on one that stopped answering), then the goodbye ([`Connection::close`]).
+//!
+//! What a warm channel cannot tell: whether its connection died a moment ago without tether
+//! having read that yet. An exec on it then counts as sent (`connection_lost` or `timeout`,
+//! "it may have run"), where a fresh open would have failed before anything was sent.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
