@@ -47,6 +47,7 @@ impl Target {
         let shape = Shape {
             max_connections: config.max_connections,
             channels_per_connection: config.channels_per_connection,
+            warm_channels: config.warm_channels,
             backoff_cap: Policy::new(&config.probe).backoff_cap(),
             in_band: config.in_band,
         };

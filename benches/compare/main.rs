@@ -1,11 +1,13 @@
 //! `make bench`: tether against `ssh` per call and an OpenSSH ControlMaster, against the same
 //! OpenSSH sshd and forced-command shim, in one run.
 //!
-//! Phases: sequential latency of (a)–(e), interleaved in rounds so that load from elsewhere
+//! Phases: sequential latency of (a)–(f), interleaved in rounds so that load from elsewhere
 //! on the machine hits every mode alike; a streamed line's age on arrival, (c) against (e),
 //! interleaved too (stream.rs); throughput of (b) and (c) with 1, 8 and 64 callers;
 //! cached `/v1/health` reads while 64 callers run turns (tether's RSS and CPU are read from
-//! /proc meanwhile); then (a), (b), (c) and (e) again through a proxy adding 10 ms each way.
+//! /proc meanwhile); then (a), (b), (c), (e) and (f) again through a proxy adding 10 ms each
+//! way. (c) runs on warm channels (the default `warm_channels`), (f) on a tether without
+//! them.
 //! Prints Markdown tables and writes target/bench/compare.json.
 //!
 //! Knobs (environment): BENCH_CALLS (500: sequential calls for (b)–(e)), BENCH_SSH_CALLS
@@ -47,6 +49,8 @@ const ONE_WAY: Duration = Duration::from_millis(10);
 const LEVELS: [usize; 3] = [1, 8, 64];
 const LOAD_CALLERS: usize = 64;
 const WARMUP: usize = 20;
+/// The config of mode (f): a tether without warm channels.
+const COLD: &str = "[targets.laptop]\nwarm_channels = 0\n";
 
 struct Settings {
     calls: usize,
@@ -404,6 +408,7 @@ async fn run(settings: &Settings) -> Report {
     let loadavg_start = loadavg();
     let sshd = block_in_place(Sshd::start);
     let tether = spawn_tether(&sshd, sshd.port(), None);
+    let cold_tether = spawn_tether(&sshd, sshd.port(), Some(COLD));
     let pid = tether.pid();
     eprintln!(
         "sshd on 127.0.0.1:{}, tether {BIN} (pid {pid}), socket {}",
@@ -436,6 +441,11 @@ async fn run(settings: &Settings) -> Report {
         Series::new(Mode::D, cli_caller(&tether), settings.calls),
         Series::new(Mode::B, ssh_call(&sshd, &direct, true), settings.calls),
         Series::new(Mode::A, ssh_call(&sshd, &direct, false), settings.ssh_calls),
+        Series::new(
+            Mode::F,
+            http_caller(cold_tether.socket_path()).await,
+            settings.calls,
+        ),
     ];
     // Idle: started, connected, warmed by a few calls, nothing running.
     let mut warm = http_caller(tether.socket_path()).await;
@@ -450,6 +460,7 @@ async fn run(settings: &Settings) -> Report {
     let cpu_seq = c_series.cpu.as_secs_f64() * 1e3 * 1000.0 / c_series.samples.len().max(1) as f64;
     let latency = rows(&series);
     drop(series);
+    drop(cold_tether);
 
     // 2. Streamed output, through a second tether that also allows the shim's `drip`.
     let streamed = {
@@ -590,6 +601,7 @@ async fn run(settings: &Settings) -> Report {
     };
     let far_master = block_in_place(|| ControlMaster::start(&sshd, &far));
     let far_tether = spawn_tether(&sshd, proxy.port, None);
+    let far_cold_tether = spawn_tether(&sshd, proxy.port, Some(COLD));
     let far_floor =
         Arc::new(Floor::connect(proxy.port, sshd.user(), &sshd.ed25519_key().private_key).await);
     let mut far_series = vec![
@@ -605,6 +617,11 @@ async fn run(settings: &Settings) -> Report {
             ssh_call(&sshd, &far, false),
             settings.proxy_ssh_calls,
         ),
+        Series::new(
+            Mode::F,
+            http_caller(far_cold_tether.socket_path()).await,
+            settings.proxy_calls,
+        ),
     ];
     sequential(&mut far_series, settings.rounds, &mut errors, "proxy").await;
     let latency_proxy = rows(&far_series);
@@ -612,6 +629,7 @@ async fn run(settings: &Settings) -> Report {
     drop(far_series);
     drop(far_master);
     drop(far_tether);
+    drop(far_cold_tether);
 
     let openssh = Command::new("ssh")
         .arg("-V")

@@ -16,6 +16,7 @@ pub enum Mode {
     C,
     D,
     E,
+    F,
 }
 
 impl Mode {
@@ -26,6 +27,7 @@ impl Mode {
             Mode::C => "(c) tether, HTTP on the socket (keep-alive)",
             Mode::D => "(d) `tether call` (process per call)",
             Mode::E => "(e) floor: russh exec on an open connection",
+            Mode::F => "(f) tether as (c), `warm_channels = 0` (a channel opened per call)",
         }
     }
 }

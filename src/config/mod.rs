@@ -58,6 +58,9 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 2;
 /// Concurrent channels per connection; keep below the server's MaxSessions (OpenSSH: 10).
 pub const DEFAULT_CHANNELS_PER_CONNECTION: usize = 8;
+/// Session channels opened ahead of demand per connection: one is enough for a call at a time to
+/// skip the channel-open round trip (docs/config.md).
+pub const DEFAULT_WARM_CHANNELS: usize = 1;
 /// Longest wait for a free channel before `busy`.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Per-stream output cap; beyond it output is cut and flagged.
@@ -216,6 +219,8 @@ pub struct TargetConfig {
     pub keepalive_interval: Duration,
     pub max_connections: usize,
     pub channels_per_connection: usize,
+    /// Session channels each connection opens ahead of demand (docs/config.md).
+    pub warm_channels: usize,
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
     pub max_output_bytes: usize,
@@ -242,6 +247,7 @@ impl Default for TargetConfig {
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             channels_per_connection: DEFAULT_CHANNELS_PER_CONNECTION,
+            warm_channels: DEFAULT_WARM_CHANNELS,
             queue_timeout: DEFAULT_QUEUE_TIMEOUT,
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             stuck_after: DEFAULT_STUCK_AFTER,

@@ -176,6 +176,12 @@ fn check_target(at: &str, t: &TargetConfig, config: &Config, errors: &mut Vec<St
             errors.push(format!("{at}.{key}: must be at least 1"));
         }
     }
+    if t.warm_channels > t.channels_per_connection {
+        errors.push(format!(
+            "{at}.warm_channels: {} is more than channels_per_connection ({}); warm channels count against each connection's channels",
+            t.warm_channels, t.channels_per_connection
+        ));
+    }
     let shim = &t.probe.shim_verb;
     if !shim.is_empty() && !config.verbs.contains_key(shim) {
         errors.push(format!(

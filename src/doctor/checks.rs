@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::ssh::banner::{self, Replay};
 use crate::ssh::connection::{Connection, Endpoint, check_pin, fingerprint};
 use crate::ssh::credentials::Credentials;
+use crate::ssh::warm::Plan;
 
 /// Runs every check of one target.
 pub async fn run(s: &Subject<'_>) -> TargetReport {
@@ -326,7 +327,7 @@ async fn auth(
         fingerprint(creds.key.public_key())
     );
     let endpoint = Endpoint::new(t.destination(), creds);
-    match Connection::open(&endpoint, t.channels_per_connection).await {
+    match Connection::open(&endpoint, t.channels_per_connection, &Plan::none()).await {
         Ok(conn) => {
             r.ok(
                 "auth",

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::banner;
 use super::credentials::Credentials;
+use super::warm::{self, Plan, Stock};
 use crate::error::Error;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -98,20 +99,26 @@ pub struct Connection {
     retired: AtomicBool,
     /// Whether its forced command takes in-band data, once asked ([`super::hello`]).
     pub(super) in_band: tokio::sync::OnceCell<bool>,
+    /// Session channels opened ahead of demand ([`super::warm`]).
+    warm: Stock,
 }
 
 impl Connection {
     /// Connects, checks the host key, logs in and makes one warm-up round trip, all within
     /// the endpoint's connect_timeout. A server that drops the connection during the
     /// handshake (sshd's MaxStartups) is tried again, with back-off, inside that bound.
-    pub async fn open(endpoint: &Endpoint, capacity: usize) -> Result<Connection, Error> {
+    pub async fn open(
+        endpoint: &Endpoint,
+        capacity: usize,
+        warm: &Plan,
+    ) -> Result<Connection, Error> {
         let addr = &endpoint.addr;
         let bound = endpoint.connect_timeout;
         let dropped = Mutex::new(None);
         let attempts = async {
             let mut pause = DROPPED_RETRY_FIRST;
             loop {
-                match Self::handshake(endpoint, addr, capacity).await {
+                match Self::handshake(endpoint, addr, capacity, warm).await {
                     Ok(conn) => return Ok(conn),
                     Err(Handshake::Failed(e)) => return Err(e),
                     Err(Handshake::Dropped(e)) => {
@@ -141,6 +148,7 @@ impl Connection {
         endpoint: &Endpoint,
         addr: &str,
         capacity: usize,
+        warm: &Plan,
     ) -> Result<Connection, Handshake> {
         let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
             .await
@@ -195,6 +203,7 @@ impl Connection {
             configured_capacity: capacity,
             retired: AtomicBool::new(false),
             in_band: tokio::sync::OnceCell::new(),
+            warm: Stock::new(warm.clone()),
         };
         // The first request on a new connection otherwise stalls ~40 ms.
         conn.handle
@@ -245,10 +254,35 @@ impl Connection {
     /// An open succeeded: counted until the guard drops, and the server carries at least
     /// this many channels.
     pub fn opened(self: &Arc<Self>) -> OpenChannel {
+        self.count_open();
+        self.adopt_open()
+    }
+
+    /// Counts a channel that just opened; the server carries at least this many.
+    pub(super) fn count_open(&self) {
         let open = self.open_channels.fetch_add(1, Ordering::SeqCst) + 1;
         self.capacity
             .fetch_max(open.min(self.configured_capacity), Ordering::SeqCst);
+    }
+
+    /// The guard of a channel already counted by [`Self::count_open`] (a warm one).
+    pub(super) fn adopt_open(self: &Arc<Self>) -> OpenChannel {
         OpenChannel(self.clone())
+    }
+
+    /// A counted channel the server has freed, that no guard holds.
+    pub(super) fn uncount_open(&self) {
+        self.open_channels.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Channels open on it right now, warm ones included.
+    pub(super) fn open_channels(&self) -> usize {
+        self.open_channels.load(Ordering::SeqCst)
+    }
+
+    /// Its warm channels.
+    pub(super) fn warm(&self) -> &Stock {
+        &self.warm
     }
 
     /// The server refused an open: the channels open now are about its real limit.
@@ -275,13 +309,31 @@ impl Connection {
 
     /// Retires the connection and says goodbye to the server, waiting at most
     /// [`DISCONNECT_TIMEOUT`] for a frozen one.
+    /// Its warm channels are closed first, and one round trip lets the server free them.
     pub async fn close(&self) {
+        self.goodbye(true).await;
+    }
+
+    /// Like [`Self::close`], for a connection that stopped answering: no round trip is
+    /// awaited (its warm channels' CLOSEs still go ahead of the goodbye).
+    pub async fn close_unanswered(&self) {
+        self.goodbye(false).await;
+    }
+
+    async fn goodbye(&self, answered: bool) {
         self.retired.store(true, Ordering::SeqCst);
-        let goodbye = self.handle.disconnect(
-            russh::Disconnect::ByApplication,
-            "tether is closing this connection",
-            "en",
-        );
+        let goodbye = async {
+            if warm::close_all(self).await > 0 && answered {
+                let _ = self.handle.send_ping().await;
+            }
+            self.handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    "tether is closing this connection",
+                    "en",
+                )
+                .await
+        };
         let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, goodbye).await;
     }
 }
@@ -308,8 +360,10 @@ impl Drop for Lease {
 pub struct OpenChannel(Arc<Connection>);
 
 impl Drop for OpenChannel {
+    /// The server has freed the channel: its room goes back, to calls and the warm stock.
     fn drop(&mut self) {
-        self.0.open_channels.fetch_sub(1, Ordering::SeqCst);
+        self.0.uncount_open();
+        warm::refill(&self.0);
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::connection::{Connection, Endpoint, Lease};
+use super::warm::{self, Plan};
 use crate::error::Error;
 use crate::metrics::TargetMetrics;
 
@@ -21,6 +22,8 @@ pub struct ConnectionSet {
     endpoint: Endpoint,
     max_connections: usize,
     per_connection: usize,
+    /// Warm channels per connection, refilled on the tracker.
+    warm: Plan,
     /// Longest pause between attempts while the remote stays away.
     backoff_cap: Duration,
     live: Mutex<Vec<Arc<Connection>>>,
@@ -46,6 +49,7 @@ impl ConnectionSet {
         endpoint: Endpoint,
         max_connections: usize,
         per_connection: usize,
+        warm_channels: usize,
         backoff_cap: Duration,
         metrics: TargetMetrics,
         tracker: TaskTracker,
@@ -54,6 +58,11 @@ impl ConnectionSet {
             endpoint,
             max_connections,
             per_connection,
+            warm: Plan {
+                channels: warm_channels,
+                tracker: tracker.clone(),
+                ready: metrics.warm_channels.clone(),
+            },
             backoff_cap,
             live: Mutex::new(Vec::new()),
             connecting: Arc::new(tokio::sync::Mutex::new(())),
@@ -146,13 +155,14 @@ impl ConnectionSet {
 
     /// One connection attempt, its result recorded for everyone.
     async fn attempt(&self) -> Result<Arc<Connection>, Error> {
-        match Connection::open(&self.endpoint, self.per_connection).await {
+        match Connection::open(&self.endpoint, self.per_connection, &self.warm).await {
             Ok(conn) => {
                 self.metrics.connect("ok");
                 tracing::info!(target_addr = %self.endpoint.addr, conn = conn.id, "SSH connection up");
                 let conn = Arc::new(conn);
                 self.live.lock().expect("poisoned").push(conn.clone());
                 *self.last_failure.lock().expect("poisoned") = None;
+                warm::refill(&conn);
                 Ok(conn)
             }
             Err(error) => {
@@ -195,7 +205,7 @@ impl ConnectionSet {
             .lock()
             .expect("poisoned")
             .retain(|c| !Arc::ptr_eq(c, conn));
-        conn.close().await;
+        conn.close_unanswered().await;
     }
 }
 

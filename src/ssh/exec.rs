@@ -1,4 +1,5 @@
-//! Running one request on a channel, the SSH side of [`crate::transport`]: stdin then EOF,
+//! Running one request on a channel (a new one, or for a pool slot's call a warm one,
+//! [`super::warm`]), the SSH side of [`crate::transport`]: stdin then EOF,
 //! stdout and stderr handed to a [`Sink`] as they arrive, the exit status or signal, the
 //! deadline, a stop signal (drain), and the caller's [`Interest`]: nothing is sent once
 //! nobody wants the answer.
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::connection::{Connection, OpenChannel};
+use super::warm;
 use crate::error::Error;
 use crate::transport::interest::Interest;
 use crate::transport::{Exit, Failed, Limits, Ran, Request, Sink, Stream};
@@ -74,9 +76,44 @@ pub async fn run(
     hold: impl Send + 'static,
     sink: &mut dyn Sink,
 ) -> Ran {
+    let on = On { conn, warm: false };
+    run_on(on, cmd, limits, stop, interest, hold, sink).await
+}
+
+/// [`run`] for a pool slot's call: on one of `conn`'s warm channels when one is ready
+/// ([`super::warm`]), so the exec goes out at once; else on a new channel.
+pub async fn run_pooled(
+    conn: &Arc<Connection>,
+    cmd: &Command<'_>,
+    limits: Limits,
+    stop: &CancellationToken,
+    interest: &mut Interest,
+    hold: impl Send + 'static,
+    sink: &mut dyn Sink,
+) -> Ran {
+    let on = On { conn, warm: true };
+    run_on(on, cmd, limits, stop, interest, hold, sink).await
+}
+
+/// Where a command runs: the connection, and whether a warm channel may be taken.
+struct On<'a> {
+    conn: &'a Arc<Connection>,
+    warm: bool,
+}
+
+async fn run_on(
+    on: On<'_>,
+    cmd: &Command<'_>,
+    limits: Limits,
+    stop: &CancellationToken,
+    interest: &mut Interest,
+    hold: impl Send + 'static,
+    sink: &mut dyn Sink,
+) -> Ran {
+    let conn = on.conn;
     let deadline = limits.deadline;
     let budget = deadline.saturating_duration_since(Instant::now());
-    let mut open = Box::pin(open_channel(conn.clone(), deadline));
+    let mut open = Box::pin(open_channel(conn.clone(), deadline, on.warm));
     let opened = tokio::select! {
         opened = &mut open => opened,
         cut = cut(deadline, stop) => return Ran::not_sent(cut.error(budget), conn, open, hold),
@@ -91,6 +128,8 @@ pub async fn run(
         return Ran::not_sent(Cut::Unwanted.error(budget), conn, opened, hold);
     }
     let held = (hold, open);
+    // A failed send means the connection's session loop is gone (a warm channel's too): no
+    // fresh channel could be opened there either, and nothing was sent.
     if channel.exec(true, cmd.line.as_bytes()).await.is_err() {
         let lost = lost(conn, "before the command was sent");
         return Ran::at_once(Err(Failed::NotSent(lost)), held);
@@ -282,13 +321,18 @@ fn lost(conn: &Connection, when: &str) -> Error {
     Error::ConnectionLost(format!("SSH connection {} was lost {when}", conn.id))
 }
 
-/// Opens a session channel. A refusal (the server's MaxSessions is lower than ours, or it
-/// has not yet freed a closed channel) teaches the connection its real limit, and the open
-/// is retried until the deadline: a refused open never surfaces as a failed call.
+/// Takes a warm channel when `warm` and one is ready, else opens a session channel. A
+/// refusal (the server's MaxSessions is lower than ours, or it has not yet freed a closed
+/// channel) teaches the connection its real limit, and the open is retried until the
+/// deadline: a refused open never surfaces as a failed call.
 async fn open_channel(
     conn: Arc<Connection>,
     deadline: Instant,
+    warm: bool,
 ) -> Result<(Channel<Msg>, OpenChannel), Error> {
+    if warm && let Some(taken) = warm::take(&conn) {
+        return Ok(taken);
+    }
     let mut delay = OPEN_RETRY_FIRST;
     loop {
         match conn.handle().channel_open_session().await {

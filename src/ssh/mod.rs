@@ -1,5 +1,5 @@
-//! Everything SSH: keys, pinned host keys, connections, the slot pool, and running a request
-//! on a channel ([`exec`]) with in-band data when the remote takes it ([`in_band`]), which
+//! Everything SSH: keys, pinned host keys, connections, the slot pool, warm channels ([`warm`]), and
+//! running a request on a channel ([`exec`]) with in-band data when the remote takes it ([`in_band`]), which
 //! [`transport`] offers to targets as their transport.
 
 pub mod banner;
@@ -12,3 +12,4 @@ pub mod keys;
 pub mod known_hosts;
 pub mod pool;
 pub mod transport;
+pub mod warm;

@@ -1,6 +1,7 @@
 //! Exec on a pooled channel: the SSH implementation of [`crate::transport::Transport`]. A
-//! request waits for a slot in the target's pool, then runs on a fresh channel of the slot's
-//! connection ([`super::exec`]); the probes' requests skip the pool.
+//! request waits for a slot in the target's pool, then runs on one of the slot's connection's
+//! warm channels, or a fresh one ([`super::exec`], [`super::warm`]); the probes' requests
+//! skip the pool and open their own channels.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,8 @@ pub struct Exec {
 pub struct Shape {
     pub max_connections: usize,
     pub channels_per_connection: usize,
+    /// Session channels each connection opens ahead of demand ([`super::warm`]).
+    pub warm_channels: usize,
     /// The longest pause between failed connection attempts.
     pub backoff_cap: Duration,
     /// Whether in-band data is sent to a remote that takes it.
@@ -51,6 +54,7 @@ impl Exec {
             endpoint,
             shape.max_connections,
             shape.channels_per_connection,
+            shape.warm_channels,
             shape.backoff_cap,
             metrics.clone(),
             tracker,
@@ -75,6 +79,7 @@ impl Exec {
             interest,
             sink,
         } = attempt;
+        let pooled = matches!(room, Room::Pooled(_));
         let room = match room {
             Room::Pooled(wait) => self.slot(wait, limits.deadline, stop, interest).await,
             Room::Unpooled => self.connections.any().await.map(|conn| Taken {
@@ -93,7 +98,11 @@ impl Exec {
             Ok(Err(e)) => return not_sent(e),
             Err(_) => return not_sent(Error::Timeout(budget)),
         };
-        exec::run(&conn, &command, limits, stop, interest, hold, sink).await
+        if pooled {
+            exec::run_pooled(&conn, &command, limits, stop, interest, hold, sink).await
+        } else {
+            exec::run(&conn, &command, limits, stop, interest, hold, sink).await
+        }
     }
 
     /// A slot in the pool, waiting at most `wait`. Waiting for a slot (whose connection may
