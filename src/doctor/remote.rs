@@ -79,8 +79,16 @@ async fn forced_command(r: &mut TargetReport, s: &Subject<'_>, conn: &Arc<Connec
         drain_cap: OUTPUT_CAP,
     };
     let mut interest = Interest::lasting();
-    let Ran { result, release } =
-        exec::run(conn, &cmd, limits, &stop, &mut interest, (), &mut buffer).await;
+    let Ran { result, release } = exec::run(
+        exec::On::new_channel(conn),
+        &cmd,
+        limits,
+        &stop,
+        &mut interest,
+        (),
+        &mut buffer,
+    )
+    .await;
     let took = started.elapsed();
     // The release (a round trip after the server's Close) ends before sessions are counted.
     // A command still running past its deadline keeps its channel until doctor disconnects.

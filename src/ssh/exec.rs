@@ -62,46 +62,31 @@ enum Cut {
     Cancelled,
 }
 
-/// Runs `cmd` on a new channel of `conn`, sending its output to `sink`. `hold` (the pool
+/// Where a command runs: the connection, and whether one of its warm channels may be taken.
+pub struct On<'a> {
+    conn: &'a Arc<Connection>,
+    warm: bool,
+}
+
+impl<'a> On<'a> {
+    /// A new channel of `conn`: probes, `@hello`, doctor.
+    pub fn new_channel(conn: &'a Arc<Connection>) -> On<'a> {
+        On { conn, warm: false }
+    }
+
+    /// One of `conn`'s warm channels when one is ready ([`super::warm`]), so the exec goes
+    /// out at once; else a new channel: a pool slot's call.
+    pub fn warm_or_new(conn: &'a Arc<Connection>) -> On<'a> {
+        On { conn, warm: true }
+    }
+}
+
+/// Runs `cmd` on a channel of `on`, sending its output to `sink`. `hold` (the pool
 /// slot) is dropped at the end of the returned release. `stop` (the drain's hard stop) ends
 /// the wait like a deadline does, answering `shutting_down`. Once `interest` is lost, the
 /// command is not sent (`cancelled`); after it was sent, the command runs on unless an
 /// operator cancels it (the channel is then closed, as on a hard stop).
 pub async fn run(
-    conn: &Arc<Connection>,
-    cmd: &Command<'_>,
-    limits: Limits,
-    stop: &CancellationToken,
-    interest: &mut Interest,
-    hold: impl Send + 'static,
-    sink: &mut dyn Sink,
-) -> Ran {
-    let on = On { conn, warm: false };
-    run_on(on, cmd, limits, stop, interest, hold, sink).await
-}
-
-/// [`run`] for a pool slot's call: on one of `conn`'s warm channels when one is ready
-/// ([`super::warm`]), so the exec goes out at once; else on a new channel.
-pub async fn run_pooled(
-    conn: &Arc<Connection>,
-    cmd: &Command<'_>,
-    limits: Limits,
-    stop: &CancellationToken,
-    interest: &mut Interest,
-    hold: impl Send + 'static,
-    sink: &mut dyn Sink,
-) -> Ran {
-    let on = On { conn, warm: true };
-    run_on(on, cmd, limits, stop, interest, hold, sink).await
-}
-
-/// Where a command runs: the connection, and whether a warm channel may be taken.
-struct On<'a> {
-    conn: &'a Arc<Connection>,
-    warm: bool,
-}
-
-async fn run_on(
     on: On<'_>,
     cmd: &Command<'_>,
     limits: Limits,

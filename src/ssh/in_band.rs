@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connection::Connection;
-use super::exec::{self, Command};
+use super::exec::{self, Command, On};
 use crate::error::Error;
 use crate::transport::interest::Interest;
 use crate::transport::{BoxFuture, Limits, Request, Sink, Stream};
@@ -120,7 +120,16 @@ async fn ask(conn: &Arc<Connection>, stop: &CancellationToken) -> bool {
     };
     let mut stdout = Stdout::default();
     let mut interest = Interest::lasting();
-    let ran = exec::run(conn, &command, limits, stop, &mut interest, (), &mut stdout).await;
+    let ran = exec::run(
+        On::new_channel(conn),
+        &command,
+        limits,
+        stop,
+        &mut interest,
+        (),
+        &mut stdout,
+    )
+    .await;
     ran.release.await;
     let hello = match ran.result {
         Ok(exit) if exit.status == Some(0) => Hello::parse(&stdout.0),

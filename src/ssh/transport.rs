@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use super::connection::{Connection, Endpoint};
 use super::connection_set::ConnectionSet;
-use super::exec;
+use super::exec::{self, On};
 use super::in_band::{self, Mode};
 use super::pool::SlotPool;
 use crate::error::Error;
@@ -98,11 +98,11 @@ impl Exec {
             Ok(Err(e)) => return not_sent(e),
             Err(_) => return not_sent(Error::Timeout(budget)),
         };
-        if pooled {
-            exec::run_pooled(&conn, &command, limits, stop, interest, hold, sink).await
-        } else {
-            exec::run(&conn, &command, limits, stop, interest, hold, sink).await
-        }
+        let on = match pooled {
+            true => On::warm_or_new(&conn),
+            false => On::new_channel(&conn),
+        };
+        exec::run(on, &command, limits, stop, interest, hold, sink).await
     }
 
     /// A slot in the pool, waiting at most `wait`. Waiting for a slot (whose connection may
