@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ssh::connection::{self, Destination};
-use crate::ssh::in_band;
+use crate::ssh::{in_band, session};
 
 pub use load::{ConfigErrors, Read, load, read};
 pub use origins::Origins;
@@ -230,6 +230,8 @@ pub struct TargetConfig {
     pub allow_tailscale_ssh: bool,
     /// Trace context and credentials in-band to a `tether shim` that takes them.
     pub in_band: in_band::Mode,
+    /// Calls on a resident `tether shim` session when the laptop has one (docs/config.md).
+    pub shim_session: session::Mode,
     pub probe: ProbeConfig,
 }
 
@@ -253,6 +255,7 @@ impl Default for TargetConfig {
             stuck_after: DEFAULT_STUCK_AFTER,
             allow_tailscale_ssh: DEFAULT_ALLOW_TAILSCALE_SSH,
             in_band: in_band::Mode::Auto,
+            shim_session: session::Mode::Auto,
             probe: ProbeConfig::default(),
         }
     }

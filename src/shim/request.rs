@@ -11,6 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use super::config::{ShimConfig, Verb};
 use crate::wire::Decoded;
 use crate::wire::in_band::{self, Command};
+use crate::wire::session::SESSION;
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -79,6 +80,12 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Aske
         Command::Hello => return Ok(Asked::Hello),
         Command::Plain(decoded) => (decoded, false),
         Command::InBand(decoded) => (decoded, true),
+        Command::Session => {
+            return Err(refuse(
+                Some(SESSION),
+                "this shim has no session mode yet".into(),
+            ));
+        }
     };
     let verb = config.verbs.get(name).ok_or_else(|| unknown(name))?;
     let args: Vec<String> = args.into_iter().map(str::to_string).collect();

@@ -11,5 +11,6 @@ pub mod in_band;
 pub mod keys;
 pub mod known_hosts;
 pub mod pool;
+pub mod session;
 pub mod transport;
 pub mod warm;

@@ -88,6 +88,8 @@ pub enum Command<'a> {
     Plain(Decoded<'a>),
     /// `@in-band VERB ARGS…`: a verb and its arguments; stdin begins with an [`InBand`] frame.
     InBand(Decoded<'a>),
+    /// `@session`: the resident shim session ([`super::session`]); stdin and stdout carry frames.
+    Session,
 }
 
 /// Decodes a command line (`SSH_ORIGINAL_COMMAND`) into what it asks for. The length limit
@@ -99,6 +101,9 @@ pub fn decode_command(line: &[u8]) -> Result<Command<'_>, Malformed<'_>> {
     }
     if line == HELLO.as_bytes() {
         return Ok(Command::Hello);
+    }
+    if line == super::session::SESSION.as_bytes() {
+        return Ok(Command::Session);
     }
     let Some(rest) = line
         .strip_prefix(IN_BAND.as_bytes())

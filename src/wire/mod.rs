@@ -6,9 +6,11 @@
 //! - [`frame`]: a length-prefixed frame, its size checked before anything is allocated.
 //! - [`in_band`]: the reserved words (`@hello`, `@in-band`), the hello line, and the frame an
 //!   in-band call's stdin begins with (trace context, per-turn credentials).
+//! - [`session`]: the frames of a resident shim session (`@session`), many requests at once.
 
 pub mod frame;
 pub mod in_band;
 pub mod line;
+pub mod session;
 
 pub use line::{Decoded, MAX_ARG_BYTES, MAX_COMMAND_BYTES, Malformed, check_arg, decode, encode};
