@@ -50,6 +50,7 @@ impl Target {
             warm_channels: config.warm_channels,
             backoff_cap: Policy::new(&config.probe).backoff_cap(),
             in_band: config.in_band,
+            shim_session: config.shim_session,
         };
         let exec = Exec::new(
             name,

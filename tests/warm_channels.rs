@@ -27,14 +27,15 @@ fn debug(sshd: SshdBuilder) -> SshdBuilder {
     sshd.config_line("Match all\n  LogLevel DEBUG1")
 }
 
-/// tether on `sshd` with `warm` warm channels; no shim probe and no `@hello`, so that every
-/// channel in sshd's log is a call's or a warm one.
+/// tether on `sshd` with `warm` warm channels, exec per call; no shim probe, no `@hello` and
+/// no `@session`, so that every channel in sshd's log is a call's or a warm one.
 fn tether_config(sshd: &Sshd, warm: i64) -> TetherConfig {
     TetherConfig::for_sshd(sshd)
         .test_verbs()
         .set("targets.laptop.warm_channels", warm)
         .set("targets.laptop.probe.shim_verb", "")
         .set("targets.laptop.in_band", "off")
+        .set("targets.laptop.shim_session", "off")
 }
 
 /// The number in `debug1: channel N: …` / `… channel N request exec …` lines.

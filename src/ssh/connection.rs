@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use super::banner;
 use super::credentials::Credentials;
+use super::session;
 use super::warm::{self, Plan, Stock};
 use crate::error::Error;
 
@@ -101,6 +102,8 @@ pub struct Connection {
     pub(super) in_band: tokio::sync::OnceCell<bool>,
     /// Session channels opened ahead of demand ([`super::warm`]).
     warm: Stock,
+    /// Its resident shim session, once asked for ([`super::session`]).
+    pub(super) session: session::Slot,
 }
 
 impl Connection {
@@ -204,6 +207,7 @@ impl Connection {
             retired: AtomicBool::new(false),
             in_band: tokio::sync::OnceCell::new(),
             warm: Stock::new(warm.clone()),
+            session: session::Slot::default(),
         };
         // The first request on a new connection otherwise stalls ~40 ms.
         conn.handle
@@ -322,6 +326,7 @@ impl Connection {
 
     async fn goodbye(&self, answered: bool) {
         self.retired.store(true, Ordering::SeqCst);
+        session::end(self);
         let goodbye = async {
             if warm::close_all(self).await > 0 && answered {
                 let _ = self.handle.send_ping().await;

@@ -310,7 +310,7 @@ fn lost(conn: &Connection, when: &str) -> Error {
 /// refusal (the server's MaxSessions is lower than ours, or it has not yet freed a closed
 /// channel) teaches the connection its real limit, and the open is retried until the
 /// deadline: a refused open never surfaces as a failed call.
-async fn open_channel(
+pub(crate) async fn open_channel(
     conn: Arc<Connection>,
     deadline: Instant,
     warm: bool,

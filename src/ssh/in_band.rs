@@ -7,6 +7,7 @@
 //! before anything is sent; a trace context then stays in tether.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +19,10 @@ use super::exec::{self, Command, On};
 use crate::error::Error;
 use crate::transport::interest::Interest;
 use crate::transport::{BoxFuture, Limits, Request, Sink, Stream};
-use crate::wire::in_band::{HELLO, Hello, in_band_word_before};
+use zeroize::Zeroizing;
+
+use crate::wire::frame::{self, FrameError};
+use crate::wire::in_band::{HELLO, Hello, MAX_IN_BAND_BYTES, in_band_word_before};
 
 /// Whether a target sends in-band data at all (`targets.NAME.in_band`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -40,28 +44,46 @@ pub async fn command<'a>(
     target: &str,
     stop: &CancellationToken,
 ) -> Result<Command<'a>, Error> {
-    let Some(in_band) = request.in_band.as_deref() else {
+    let takes = takes_in_band(conn, stop);
+    let Some(payload) = payload(request, mode, target, takes).await? else {
         return Ok(Command::plain(request));
     };
-    let secrets = !in_band.credentials.is_empty();
-    if !secrets && in_band.trace_id().is_none() {
-        return Ok(Command::plain(request));
-    }
-    let takes = mode == Mode::Auto && takes_in_band(conn, stop).await;
-    if !takes {
-        return match secrets {
-            false => Ok(Command::plain(request)),
-            true => Err(cannot_take(target, mode)),
-        };
-    }
-    let preamble = in_band
-        .encode()
-        .map_err(|e| Error::PayloadTooLarge(format!("the credentials do not fit in-band: {e}")))?;
+    let mut preamble = Zeroizing::new(Vec::new());
+    frame::write(&mut preamble, &payload, MAX_IN_BAND_BYTES).map_err(too_large)?;
     Ok(Command {
         line: Cow::Owned(in_band_word_before(&request.line)?),
         preamble: Some(preamble),
         stdin: request.stdin.as_ref(),
     })
+}
+
+/// The in-band payload (the JSON of an in-band frame) for `request`, when it carries
+/// something to send and the remote `takes` it (asked only then). Credentials for a remote
+/// that cannot take them are refused; trace context alone then stays in tether (`None`).
+pub async fn payload(
+    request: &Request,
+    mode: Mode,
+    target: &str,
+    takes: impl Future<Output = bool>,
+) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+    let Some(in_band) = request.in_band.as_deref() else {
+        return Ok(None);
+    };
+    let secrets = !in_band.credentials.is_empty();
+    if !secrets && in_band.trace_id().is_none() {
+        return Ok(None);
+    }
+    if mode == Mode::Off || !takes.await {
+        return match secrets {
+            false => Ok(None),
+            true => Err(cannot_take(target, mode)),
+        };
+    }
+    in_band.payload().map(Some).map_err(too_large)
+}
+
+fn too_large(e: FrameError) -> Error {
+    Error::PayloadTooLarge(format!("the credentials do not fit in-band: {e}"))
 }
 
 /// Why credentials cannot go to `target`'s remote, and what to do about it.

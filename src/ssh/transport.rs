@@ -15,6 +15,8 @@ use super::connection_set::ConnectionSet;
 use super::exec::{self, On};
 use super::in_band::{self, Mode};
 use super::pool::SlotPool;
+use super::session::request::{self, Gone, Open};
+use super::session;
 use crate::error::Error;
 use crate::health::PoolNumbers;
 use crate::metrics::TargetMetrics;
@@ -28,6 +30,7 @@ pub struct Exec {
     pool: SlotPool,
     capacity: usize,
     in_band: Mode,
+    session: session::Plan,
 }
 
 /// How a target's connections are made and shared.
@@ -40,6 +43,8 @@ pub struct Shape {
     pub backoff_cap: Duration,
     /// Whether in-band data is sent to a remote that takes it.
     pub in_band: Mode,
+    /// Whether calls go on a resident shim session when the remote has one.
+    pub shim_session: session::Mode,
 }
 
 impl Exec {
@@ -57,7 +62,7 @@ impl Exec {
             shape.warm_channels,
             shape.backoff_cap,
             metrics.clone(),
-            tracker,
+            tracker.clone(),
         ));
         let capacity = shape.max_connections * shape.channels_per_connection;
         let pool = SlotPool::new(name, connections.clone(), capacity, metrics);
@@ -67,6 +72,11 @@ impl Exec {
             pool,
             capacity,
             in_band: shape.in_band,
+            session: session::Plan {
+                mode: shape.shim_session,
+                tracker,
+                told: Arc::default(),
+            },
         }
     }
 
@@ -92,6 +102,28 @@ impl Exec {
             Err(e) => return not_sent(e),
         };
         let budget = limits.deadline.saturating_duration_since(Instant::now());
+        let live = tokio::time::timeout_at(limits.deadline, session::of(&conn, &self.session));
+        let hold = match live.await {
+            Err(_) => return not_sent(Error::Timeout(budget)),
+            Ok(None) => hold,
+            Ok(Some(live)) => {
+                let takes = std::future::ready(live.in_band);
+                let in_band = match in_band::payload(request, self.in_band, &self.name, takes).await {
+                    Ok(in_band) => in_band,
+                    Err(e) => return not_sent(e),
+                };
+                let open = Open {
+                    line: &request.line,
+                    in_band,
+                    stdin: request.stdin.as_ref(),
+                };
+                // A session that ended before the request left: exec this once instead.
+                match request::run(&live, open, limits, stop, interest, hold, sink).await {
+                    Ok(ran) => return ran,
+                    Err(Gone(hold)) => hold,
+                }
+            }
+        };
         let command = in_band::command(&conn, request, self.in_band, &self.name, stop);
         let command = match tokio::time::timeout_at(limits.deadline, command).await {
             Ok(Ok(command)) => command,

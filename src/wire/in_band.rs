@@ -455,6 +455,15 @@ impl InBand {
     /// drop it. `Err` only when the JSON is over [`MAX_IN_BAND_BYTES`] (values full of
     /// characters JSON escapes).
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+        let json = self.payload()?;
+        let mut wire = Zeroizing::new(Vec::new());
+        frame::write(&mut wire, &json, MAX_IN_BAND_BYTES)?;
+        Ok(wire)
+    }
+
+    /// The frame's payload alone (the JSON), as a session's open frame carries it
+    /// ([`super::session`]); the same checks as [`Self::encode`].
+    pub fn payload(&self) -> Result<Zeroizing<Vec<u8>>, FrameError> {
         let (traceparent, tracestate) = self.trace();
         let outgoing = Outgoing {
             v: IN_BAND_VERSION,
@@ -463,9 +472,13 @@ impl InBand {
             credentials: &self.credentials,
         };
         let json = secret_json(&outgoing).map_err(|e| FrameError::Io(e.into()))?;
-        let mut wire = Zeroizing::new(Vec::new());
-        frame::write(&mut wire, &json, MAX_IN_BAND_BYTES)?;
-        Ok(wire)
+        match json.len() <= MAX_IN_BAND_BYTES {
+            true => Ok(json),
+            false => Err(FrameError::TooLarge {
+                len: json.len() as u64,
+                max: MAX_IN_BAND_BYTES,
+            }),
+        }
     }
 
     /// Reads the frame from the start of `input`: exactly its bytes, so what follows is the
