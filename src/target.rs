@@ -17,7 +17,7 @@ use crate::metrics::TargetMetrics;
 use crate::runtime::Runtime;
 use crate::ssh::connection::Endpoint;
 use crate::ssh::credentials::Credentials;
-use crate::ssh::transport::{Exec, Shape};
+use crate::ssh::transport::{Shape, SshTransport};
 use crate::transport::interest::Interest;
 use crate::transport::output::Budget;
 use crate::transport::{
@@ -35,7 +35,7 @@ pub struct Target {
 }
 
 impl Target {
-    /// A target that runs its requests by exec on pooled SSH channels.
+    /// A target that runs its requests over pooled SSH connections (a shim session or exec).
     pub fn new(
         name: &str,
         config: TargetConfig,
@@ -52,14 +52,14 @@ impl Target {
             in_band: config.in_band,
             shim_session: config.shim_session,
         };
-        let exec = Exec::new(
+        let ssh = SshTransport::new(
             name,
             endpoint,
             shape,
             metrics.clone(),
             runtime.tracker.clone(),
         );
-        Target::with_transport(name, config, Arc::new(exec), metrics, runtime)
+        Target::with_transport(name, config, Arc::new(ssh), metrics, runtime)
     }
 
     /// A target that runs its requests on `transport`.

@@ -21,7 +21,14 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 /// tether in front of `laptop`, logging at debug level, with the laptop's in-band verbs.
 fn tether(laptop: &Laptop, in_band: &str) -> Tether {
+    tether_with_session(laptop, in_band, "auto")
+}
+
+/// The same, with `shim_session` set: `"auto"` sends calls on the resident shim session
+/// (credentials in the request frame), `"off"` one exec per call (credentials before stdin).
+fn tether_with_session(laptop: &Laptop, in_band: &str, shim_session: &str) -> Tether {
     TetherConfig::for_sshd(&laptop.sshd)
+        .set("targets.laptop.shim_session", shim_session)
         .env("RUST_LOG", "debug")
         .set("targets.laptop.probe.shim_verb", "")
         .set("targets.laptop.in_band", in_band)
@@ -36,9 +43,18 @@ fn creds_call(verb: &str, name: &str, credentials: Value) -> Value {
 }
 
 #[test]
-fn a_credential_reaches_the_program_and_nowhere_else() {
+fn a_credential_on_the_shim_session_reaches_the_program_and_nowhere_else() {
+    reaches_the_program_and_nowhere_else("auto");
+}
+
+#[test]
+fn a_credential_on_exec_reaches_the_program_and_nowhere_else() {
+    reaches_the_program_and_nowhere_else("off");
+}
+
+fn reaches_the_program_and_nowhere_else(shim_session: &str) {
     let laptop = laptop_with(&["Match all", "LogLevel DEBUG3"]);
-    let tether = tether(&laptop, "auto");
+    let tether = tether_with_session(&laptop, "auto", shim_session);
     let secret = token();
     let name = uuid();
     fs::create_dir_all(laptop.dir().join("hold")).unwrap();
@@ -62,6 +78,13 @@ fn a_credential_reaches_the_program_and_nowhere_else() {
     assert!(
         listed.contains("creds-hold"),
         "the call is not listed: {listed}"
+    );
+    // The call went the way asked: on the resident session, or as an exec.
+    let residents = laptop.residents();
+    assert_eq!(
+        residents.len(),
+        usize::from(shim_session == "auto"),
+        "{residents:?}"
     );
     fs::remove_file(laptop.dir().join("hold").join(&name)).unwrap();
     let (status, answer) = call.join().unwrap();

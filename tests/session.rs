@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::fs;
 use std::time::{Duration, Instant};
 
 use common::http::{self, Streamed};
@@ -48,18 +47,6 @@ fn answer_of(uuid: &str, said: &str) -> String {
     format!("first half of {uuid}\nreply to {uuid}: {said}\n")
 }
 
-/// The resident shims (`@session`) under the laptop's sshd.
-fn residents(laptop: &Laptop) -> Vec<i32> {
-    laptop
-        .shim_pids()
-        .into_iter()
-        .filter(|pid| {
-            fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == b"SSH_ORIGINAL_COMMAND=@session"))
-        })
-        .collect()
-}
-
 /// sshd's exec requests so far (one per `ssh` command, one per session).
 fn execs(sshd: &Sshd) -> usize {
     sshd.log()
@@ -75,7 +62,7 @@ fn calls_are_requests_on_one_resident_shim_per_connection() {
     let (status, body) = tether.call(&json!({"verb": "exit", "args": ["3"]}));
     assert_eq!((status, &body["exit_status"]), (200, &json!(3)), "{body}");
     let execs_before = execs(&laptop.sshd);
-    let first = residents(&laptop);
+    let first = laptop.residents();
     assert_eq!(first.len(), 1, "{:?}", laptop.shim_pids());
     // Stdin byte for byte, larger than the credit window, through a keyed verb.
     let stdin: String = (0..700_000u32)
@@ -94,13 +81,20 @@ fn calls_are_requests_on_one_resident_shim_per_connection() {
         .collect();
     for (status, body, _) in tether.calls_at_once(bodies) {
         assert_eq!(status, 200, "{body}");
-        assert!(body["stdout"].as_str().unwrap().contains("reply to"), "{body}");
+        assert!(
+            body["stdout"].as_str().unwrap().contains("reply to"),
+            "{body}"
+        );
     }
     // No exec and no new shim for any of them: the one resident served every call.
     assert_eq!(execs(&laptop.sshd), execs_before, "calls went out as execs");
-    assert_eq!(residents(&laptop), first);
+    assert_eq!(laptop.residents(), first);
     let audited = laptop.outcomes();
-    assert_eq!(audited.iter().filter(|o| *o == "ran").count(), 14, "{audited:?}");
+    assert_eq!(
+        audited.iter().filter(|o| *o == "ran").count(),
+        14,
+        "{audited:?}"
+    );
 }
 
 #[test]
@@ -122,7 +116,10 @@ fn a_forced_command_without_session_mode_gets_one_exec_per_call_said_once() {
     let log = sshd.invocation_log();
     assert_eq!(sshd.count("sleep", &["0.3"]), 4, "{log}");
     let asked = sshd.count("@session", &[]);
-    assert!((1..=2).contains(&asked), "one @session per connection:\n{log}");
+    assert!(
+        (1..=2).contains(&asked),
+        "one @session per connection:\n{log}"
+    );
     let logs = tether.logs();
     assert_eq!(
         logs.matches("has no session mode").count(),
@@ -142,7 +139,7 @@ fn cut_the_session_during(
     laptop.hold(uuid);
     let call = tether.call_in_background(body);
     laptop.wait_started(uuid);
-    let resident = residents(laptop);
+    let resident = laptop.residents();
     assert_eq!(resident.len(), 1, "{:?}", laptop.shim_pids());
     common::procs::signal(resident[0], Signal::SIGKILL);
     call
@@ -161,7 +158,10 @@ fn a_cut_session_means_what_a_lost_connection_means_for_each_kind_of_verb() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "connection_lost", "{body}");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("may have run"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may have run"),
         "{body}"
     );
     laptop.release(&id);
@@ -170,7 +170,11 @@ fn a_cut_session_means_what_a_lost_connection_means_for_each_kind_of_verb() {
     let id = uuid();
     let call = cut_the_session_during(&laptop, &tether, turn("run-turn", &id, "zwei"), &id);
     let (status, body) = call.join().unwrap();
-    assert_eq!((status, &body["error"]["code"]), (502, &json!("connection_lost")), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (502, &json!("connection_lost")),
+        "{body}"
+    );
     let again = tether.call_in_background(turn("run-turn", &id, "zwei"));
     laptop.release(&id);
     let (status, body) = again.join().unwrap();
@@ -189,7 +193,11 @@ fn an_idempotent_verb_on_a_cut_session_is_sent_again_and_answered() {
     // A plain idempotent verb runs again on a new session.
     let id = uuid();
     let call = cut_the_session_during(&laptop, &tether, turn("plain-turn", &id, "drei"), &id);
-    assert!(wait_until(PATIENCE, || laptop.starts_of(&id) == 2), "{:?}", laptop.runs());
+    assert!(
+        wait_until(PATIENCE, || laptop.starts_of(&id) == 2),
+        "{:?}",
+        laptop.runs()
+    );
     laptop.release(&id);
     let (status, body) = call.join().unwrap();
     assert_eq!(status, 200, "{body}");
@@ -198,7 +206,7 @@ fn an_idempotent_verb_on_a_cut_session_is_sent_again_and_answered() {
     let id = uuid();
     let call = cut_the_session_during(&laptop, &tether, turn("run-turn", &id, "vier"), &id);
     assert!(
-        wait_until(PATIENCE, || residents(&laptop).len() == 1),
+        wait_until(PATIENCE, || laptop.residents().len() == 1),
         "no new session"
     );
     laptop.release(&id);
@@ -224,7 +232,11 @@ fn a_slow_reader_stalls_only_its_own_request() {
         let start = Instant::now();
         let (status, body) = tether.call(&json!({"verb": "exit", "args": [i.to_string()]}));
         assert_eq!((status, &body["exit_status"]), (200, &json!(i)), "{body}");
-        assert!(start.elapsed() < Duration::from_secs(3), "call {i} waited {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "call {i} waited {:?}",
+            start.elapsed()
+        );
     }
     // The slow reader then gets every byte.
     let mut bytes = 0;
@@ -257,24 +269,46 @@ fn a_call_cancelled_before_its_send_never_runs_and_after_it_may_have() {
     let mut second = turn("plain-turn", &queued, "wartet");
     second["request_id"] = json!("queued-1");
     let second = tether.call_in_background(second);
-    assert!(wait_until(PATIENCE, || state(&tether, "queued-1").as_deref() == Some("queued")));
+    assert!(wait_until(PATIENCE, || state(&tether, "queued-1")
+        .as_deref()
+        == Some("queued")));
     let (status, body) = delete(&tether, "queued-1");
     assert_eq!(status, 200, "{body}");
     let (status, body) = second.join().unwrap();
-    assert_eq!((status, &body["error"]["code"]), (409, &json!("cancelled")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("never sent"), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("cancelled")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("never sent"),
+        "{body}"
+    );
     // The running one is cancelled on the session: the caller hears it may have run.
-    let resident = residents(&laptop);
+    let resident = laptop.residents();
     let (status, body) = delete(&tether, "running-1");
     assert_eq!(status, 200, "{body}");
     let (status, body) = first.join().unwrap();
-    assert_eq!((status, &body["error"]["code"]), (409, &json!("cancelled")), "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("may have run"), "{body}");
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("cancelled")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may have run"),
+        "{body}"
+    );
     laptop.release(&running);
     // The session goes on: the next call runs on the same resident; the queued one never ran.
     let (status, body) = tether.call(&json!({"verb": "exit", "args": ["0"]}));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(residents(&laptop), resident);
+    assert_eq!(laptop.residents(), resident);
     assert_eq!(laptop.starts_of(&queued), 0, "{:?}", laptop.runs());
 }
 
@@ -284,15 +318,15 @@ fn the_resident_shim_exits_when_tether_goes_away() {
     let mut tether = tether_on(&laptop, 1, 2).spawn();
     let (status, body) = tether.call(&json!({"verb": "exit", "args": ["0"]}));
     assert_eq!(status, 200, "{body}");
-    let resident = residents(&laptop);
+    let resident = laptop.residents();
     assert_eq!(resident.len(), 1);
     assert!(cmdline(resident[0]).contains("shim"));
     // A polite stop closes the session; the resident is gone at once.
     tether.stop_with(Signal::SIGTERM);
     assert!(
-        wait_until(Duration::from_secs(5), || residents(&laptop).is_empty()),
+        wait_until(Duration::from_secs(5), || laptop.residents().is_empty()),
         "the resident outlived tether: {:?}",
-        residents(&laptop)
+        laptop.residents()
     );
 }
 

@@ -1,7 +1,8 @@
-//! Exec on a pooled channel: the SSH implementation of [`crate::transport::Transport`]. A
-//! request waits for a slot in the target's pool, then runs on one of the slot's connection's
-//! warm channels, or a fresh one ([`super::exec`], [`super::warm`]); the probes' requests
-//! skip the pool and open their own channels.
+//! The SSH implementation of [`crate::transport::Transport`]. A request waits for a slot in
+//! the target's pool (the probes' requests skip it and take any live connection), then runs on
+//! that connection one of two ways, chosen here and nowhere else: as a request on the
+//! connection's resident shim session when it has one ([`super::session`]), else as an exec on
+//! one of its warm channels or a fresh one ([`super::exec`], [`super::warm`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,16 +16,16 @@ use super::connection_set::ConnectionSet;
 use super::exec::{self, On};
 use super::in_band::{self, Mode};
 use super::pool::SlotPool;
-use super::session::request::{self, Gone, Open};
 use super::session;
+use super::session::request::{self, Gone, Open};
 use crate::error::Error;
 use crate::health::PoolNumbers;
 use crate::metrics::TargetMetrics;
 use crate::transport::interest::Interest;
 use crate::transport::{Attempt, BoxFuture, Failed, Ran, Room, Transport, released};
 
-/// One target's connections and channel pool.
-pub struct Exec {
+/// One target's connections, channel pool, and how its connections carry requests.
+pub struct SshTransport {
     name: String,
     connections: Arc<ConnectionSet>,
     pool: SlotPool,
@@ -47,14 +48,14 @@ pub struct Shape {
     pub shim_session: session::Mode,
 }
 
-impl Exec {
+impl SshTransport {
     pub fn new(
         name: &str,
         endpoint: Endpoint,
         shape: Shape,
         metrics: TargetMetrics,
         tracker: TaskTracker,
-    ) -> Exec {
+    ) -> SshTransport {
         let connections = Arc::new(ConnectionSet::new(
             endpoint,
             shape.max_connections,
@@ -66,7 +67,7 @@ impl Exec {
         ));
         let capacity = shape.max_connections * shape.channels_per_connection;
         let pool = SlotPool::new(name, connections.clone(), capacity, metrics);
-        Exec {
+        SshTransport {
             name: name.to_string(),
             connections,
             pool,
@@ -108,7 +109,8 @@ impl Exec {
             Ok(None) => hold,
             Ok(Some(live)) => {
                 let takes = std::future::ready(live.in_band);
-                let in_band = match in_band::payload(request, self.in_band, &self.name, takes).await {
+                let in_band = match in_band::payload(request, self.in_band, &self.name, takes).await
+                {
                     Ok(in_band) => in_band,
                     Err(e) => return not_sent(e),
                 };
@@ -213,7 +215,7 @@ async fn ping(
     (conn, answer)
 }
 
-impl Transport for Exec {
+impl Transport for SshTransport {
     fn run<'a>(&'a self, attempt: Attempt<'a>) -> BoxFuture<'a, Ran> {
         Box::pin(self.attempt(attempt))
     }

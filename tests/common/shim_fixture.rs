@@ -339,6 +339,19 @@ impl Laptop {
             .collect()
     }
 
+    /// Resident shims (`@session`, one per tether connection in session mode) now.
+    pub fn residents(&self) -> Vec<i32> {
+        self.shim_pids()
+            .into_iter()
+            .filter(|pid| {
+                fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                    env.split(|&b| b == 0)
+                        .any(|v| v == b"SSH_ORIGINAL_COMMAND=@session")
+                })
+            })
+            .collect()
+    }
+
     /// `tether shim --config <ours> ARGS…` run here (the operator's commands).
     pub fn operator(&self, args: &[&str]) -> Output {
         Command::new(BIN)

@@ -69,11 +69,7 @@ pub struct Route {
 
 impl Drop for Route {
     fn drop(&mut self) {
-        self.live
-            .routes
-            .lock()
-            .expect("poisoned")
-            .remove(&self.id);
+        self.live.routes.lock().expect("poisoned").remove(&self.id);
     }
 }
 

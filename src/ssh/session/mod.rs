@@ -84,7 +84,9 @@ pub async fn of(conn: &Arc<Connection>, plan: &Plan) -> Option<Arc<Live>> {
                 State::Up(_) | State::Unasked => {
                     *state = State::Opening;
                     let (conn, plan) = (conn.clone(), plan.clone());
-                    plan.tracker.clone().spawn(async move { ask(&conn, &plan).await });
+                    plan.tracker
+                        .clone()
+                        .spawn(async move { ask(&conn, &plan).await });
                 }
             }
         }

@@ -52,7 +52,13 @@ pub async fn open(conn: &Arc<Connection>, tracker: &TaskTracker) -> Result<Arc<L
     match answer {
         Ok((in_band, buf)) => {
             tracing::debug!(conn = conn.id, in_band, "the shim session is up");
-            Ok(Live::start(conn, in_band, (reader, writer, open), buf, tracker))
+            Ok(Live::start(
+                conn,
+                in_band,
+                (reader, writer, open),
+                buf,
+                tracker,
+            ))
         }
         Err(declined) => {
             let _ = writer.close().await;

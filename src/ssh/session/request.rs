@@ -147,7 +147,10 @@ async fn drain(live: &Arc<Live>, route: &mut Route, limits: Limits) -> bool {
                 Event::Output(_, data) => {
                     drained = drained.saturating_add(data.len());
                     if drained >= limits.drain_cap {
-                        tracing::warn!(bytes = limits.drain_cap, "a timed-out command printed its output cap after its deadline; cancelling it on the session");
+                        tracing::warn!(
+                            bytes = limits.drain_cap,
+                            "a timed-out command printed its output cap after its deadline; cancelling it on the session"
+                        );
                         return false;
                     }
                     granted.took(live, route.id, data.len());
@@ -163,7 +166,9 @@ async fn drain(live: &Arc<Live>, route: &mut Route, limits: Limits) -> bool {
         Ok(ended) => ended,
         Err(_) => {
             let stuck: Duration = limits.stuck_after;
-            tracing::warn!("a timed-out command still runs {stuck:?} after its deadline (stuck_after); cancelling it on the session");
+            tracing::warn!(
+                "a timed-out command still runs {stuck:?} after its deadline (stuck_after); cancelling it on the session"
+            );
             false
         }
     }
