@@ -64,6 +64,10 @@ fn calls_are_requests_on_one_resident_shim_per_connection() {
     let execs_before = execs(&laptop.sshd);
     let first = laptop.residents();
     assert_eq!(first.len(), 1, "{:?}", laptop.shim_pids());
+    assert_eq!(
+        tether.metric("tether_shim_sessions{target=\"laptop\"}"),
+        1.0
+    );
     // Stdin byte for byte, larger than the credit window, through a keyed verb.
     let stdin: String = (0..700_000u32)
         .map(|i| char::from(b' ' + (i * 7 % 95) as u8))
@@ -119,6 +123,10 @@ fn a_forced_command_without_session_mode_gets_one_exec_per_call_said_once() {
     assert!(
         (1..=2).contains(&asked),
         "one @session per connection:\n{log}"
+    );
+    assert_eq!(
+        tether.metric("tether_shim_sessions{target=\"laptop\"}"),
+        0.0
     );
     let logs = tether.logs();
     assert_eq!(

@@ -66,6 +66,7 @@ impl SshTransport {
             tracker.clone(),
         ));
         let capacity = shape.max_connections * shape.channels_per_connection;
+        let up = metrics.shim_sessions.clone();
         let pool = SlotPool::new(name, connections.clone(), capacity, metrics);
         SshTransport {
             name: name.to_string(),
@@ -77,6 +78,7 @@ impl SshTransport {
                 mode: shape.shim_session,
                 tracker,
                 told: Arc::default(),
+                up,
             },
         }
     }

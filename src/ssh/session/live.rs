@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use prometheus::IntGauge;
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::sync::{mpsc, oneshot};
@@ -82,6 +83,7 @@ impl Live {
         channel: (ChannelReadHalf, ChannelWriteHalf<Msg>, OpenChannel),
         buf: BytesMut,
         tracker: &tokio_util::task::TaskTracker,
+        up: IntGauge,
     ) -> Arc<Live> {
         let (reader, writer, open) = channel;
         let (out, queue) = mpsc::unbounded_channel();
@@ -93,7 +95,9 @@ impl Live {
             next_id: AtomicU32::new(1),
             ended: CancellationToken::new(),
         });
-        tracker.spawn(write(live.clone(), writer, queue, conn.clone(), open));
+        up.inc();
+        let room = (conn.clone(), open, Counted(up));
+        tracker.spawn(write(live.clone(), writer, queue, room));
         tracker.spawn(read(live.clone(), reader, buf));
         live
     }
@@ -187,9 +191,9 @@ async fn write(
     live: Arc<Live>,
     writer: ChannelWriteHalf<Msg>,
     mut queue: mpsc::UnboundedReceiver<Out>,
-    conn: Arc<Connection>,
-    open: OpenChannel,
+    room: (Arc<Connection>, OpenChannel, Counted),
 ) {
+    let (conn, open, counted) = room;
     let mut beats = 0u64;
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -222,8 +226,18 @@ async fn write(
     drop(queue);
     let _ = writer.eof().await;
     let _ = writer.close().await;
+    drop(counted);
     let _ = conn.ping(RELEASE_PING_TIMEOUT).await;
     drop(open);
+}
+
+/// A session counted in `tether_shim_sessions` until it drops.
+struct Counted(IntGauge);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The channel's one reader: every frame to its request, until the channel or the session

@@ -21,6 +21,7 @@ pub mod request;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use prometheus::IntGauge;
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
@@ -47,6 +48,8 @@ pub struct Plan {
     pub tracker: TaskTracker,
     /// Set once a refusal was logged for the target, so it is logged once.
     pub told: Arc<AtomicBool>,
+    /// Sessions up now (`tether_shim_sessions`).
+    pub up: IntGauge,
 }
 
 /// One connection's session: not asked yet, being asked for, up, or refused.
@@ -96,7 +99,7 @@ pub async fn of(conn: &Arc<Connection>, plan: &Plan) -> Option<Arc<Live>> {
 
 /// Asks `conn` for its session and records the answer for every call waiting on it.
 async fn ask(conn: &Arc<Connection>, plan: &Plan) {
-    let state = match open::open(conn, &plan.tracker).await {
+    let state = match open::open(conn, &plan.tracker, &plan.up).await {
         Ok(live) => State::Up(live),
         Err(declined) => {
             tell(conn, plan, &declined);

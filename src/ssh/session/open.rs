@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use prometheus::IntGauge;
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::time::Instant;
@@ -34,7 +35,11 @@ pub enum Declined {
 }
 
 /// Opens `conn`'s session.
-pub async fn open(conn: &Arc<Connection>, tracker: &TaskTracker) -> Result<Arc<Live>, Declined> {
+pub async fn open(
+    conn: &Arc<Connection>,
+    tracker: &TaskTracker,
+    up: &IntGauge,
+) -> Result<Arc<Live>, Declined> {
     let deadline = Instant::now() + OPEN_TIMEOUT;
     let (channel, open) = open_channel(conn.clone(), deadline, false)
         .await
@@ -52,12 +57,14 @@ pub async fn open(conn: &Arc<Connection>, tracker: &TaskTracker) -> Result<Arc<L
     match answer {
         Ok((in_band, buf)) => {
             tracing::debug!(conn = conn.id, in_band, "the shim session is up");
+            let channel = (reader, writer, open);
             Ok(Live::start(
                 conn,
                 in_band,
-                (reader, writer, open),
+                channel,
                 buf,
                 tracker,
+                up.clone(),
             ))
         }
         Err(declined) => {
