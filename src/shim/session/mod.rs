@@ -287,3 +287,41 @@ fn told(tell: impl FnOnce(&File) -> u8) -> io::Result<(u8, Vec<u8>)> {
     rx.read_to_end(&mut line)?;
     Ok((status, line))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn reader() -> (BufReader<File>, io::PipeWriter) {
+        let (rx, tx) = io::pipe().unwrap();
+        (BufReader::new(File::from(OwnedFd::from(rx))), tx)
+    }
+
+    #[test]
+    fn silence_and_the_end_of_the_channel_end_the_session() {
+        let (mut input, mut tx) = reader();
+        let short = Duration::from_millis(20);
+        assert!(matches!(next(&mut input, short), Err(End::Gone)));
+        let mut bytes = Vec::new();
+        Frame::Ping(3).encode(&mut bytes).unwrap();
+        Frame::Ping(4).encode(&mut bytes).unwrap();
+        tx.write_all(&bytes).unwrap();
+        assert!(matches!(next(&mut input, short), Ok(Frame::Ping(3))));
+        // The second frame is buffered already: no wait for the channel.
+        assert!(matches!(next(&mut input, short), Ok(Frame::Ping(4))));
+        drop(tx);
+        assert!(matches!(next(&mut input, short), Err(End::Gone)));
+    }
+
+    #[test]
+    fn a_frame_cut_short_breaks_the_session() {
+        let (mut input, mut tx) = reader();
+        tx.write_all(&[0, 0, 0, 9, 0x02]).unwrap();
+        drop(tx);
+        let Err(End::Broken(rule)) = next(&mut input, SILENCE) else {
+            panic!("a cut frame was taken");
+        };
+        assert!(!rule.is_empty());
+    }
+}
