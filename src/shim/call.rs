@@ -7,9 +7,8 @@
 //! (exactly its bytes: the rest is the caller's stdin), a session's request comes with its
 //! in-band data, and either is refused when it carries a credential the verb does not list.
 //!
-//! [`run`] is one invocation by sshd: it loads the config and answers `SSH_ORIGINAL_COMMAND`
-//! with the shim's own fds, or serves a session ([`super::session`]), which answers each of
-//! its requests with [`Shim::answer`] too: the same code checks both.
+//! [`Shim::answer`] serves both modes: an exec invocation's one request with the shim's own
+//! fds, and each request of a session with its pipes: the same code checks both.
 
 use std::fs::File;
 use std::io::Write;
@@ -20,7 +19,7 @@ use std::process::{Command, Stdio};
 use zeroize::Zeroizing;
 
 use super::audit::Outcome;
-use super::config::{self, AuditConfig, DEFAULT_AUDIT_MAX_BYTES, ShimConfig};
+use super::config::{AuditConfig, ShimConfig};
 use super::credentials::{self, CredentialsDir};
 use super::gate::{Gate, Seen, Start};
 use super::io::Io;
@@ -28,43 +27,11 @@ use super::journal::Journal;
 use super::keyed::{self, Keyed};
 use super::queue;
 use super::report::Report;
-use super::request::{self, Asked, Refusal, Request};
+use super::request::{Asked, Refusal, Request};
 use super::spool::Spool;
-use super::{env, process, session, strict, turn};
+use super::{env, process, strict, turn};
 use crate::wire::in_band::{HELLO, Hello, InBand};
 use crate::wire::session::SESSION;
-
-/// Handles the call sshd gave us; the process's exit status.
-pub fn run(config_path: &Path) -> u8 {
-    let start = Start::now();
-    let Ok(io) = Io::inherited() else {
-        return crate::exit::SHIM_REFUSED;
-    };
-    let config = match config::load(config_path) {
-        Ok(config) => config,
-        Err(problems) => {
-            let reason = format!("the shim's config is unusable: {}", problems.join("; "));
-            let audit = AuditConfig {
-                path: config::audit_log_hint(config_path),
-                max_bytes: DEFAULT_AUDIT_MAX_BYTES,
-                required: true,
-            };
-            return start
-                .gate(&audit, Seen::default(), &io.stderr)
-                .finish(Report::refused(reason));
-        }
-    };
-    remove_abandoned_credentials(&config);
-    let shim = Shim {
-        config_path,
-        config: &config,
-    };
-    let command = std::env::var_os("SSH_ORIGINAL_COMMAND");
-    match request::parse(command.as_deref(), &config) {
-        Ok(Asked::Session) => session::serve(&shim, &start, io),
-        asked => shim.answer(&start, asked, io),
-    }
-}
 
 /// The loaded config and where it came from: what every request is checked against.
 pub struct Shim<'c> {
@@ -228,17 +195,6 @@ fn undeclared(request: &Request, in_band: &InBand) -> Option<Report> {
          do not send it; nothing ran",
         request.name
     )))
-}
-
-/// Removes the credentials directories of shims and supervisors that died before they could
-/// (under both roots a shim may have used).
-fn remove_abandoned_credentials(config: &ShimConfig) {
-    let root = credentials::root(&config.journal_dir);
-    credentials::remove_abandoned(&root);
-    let fallback = config.journal_dir.join("credentials");
-    if fallback != root {
-        credentials::remove_abandoned(&fallback);
-    }
 }
 
 /// The credentials directory for the program, when the call carried any.

@@ -13,6 +13,7 @@
 //! - [`request`]: `SSH_ORIGINAL_COMMAND`, decoded by [`crate::wire`], checked against the
 //!   verb's rules into a request (`@in-band` ones read their frame in [`call`]), `@hello`, or
 //!   a refusal.
+//! - [`invocation`]: one start by sshd: the config, then one request or a session.
 //! - [`call`]: one request, end to end, given its [`io`] (its stdin, stdout, stderr and
 //!   in-band data); [`keyed`]: run, attach or replay by key.
 //! - [`session`]: `@session`, the resident shim: requests as frames, relayed to [`call`].
@@ -38,6 +39,7 @@ pub mod files;
 pub mod gate;
 pub mod home;
 pub mod inspect;
+pub mod invocation;
 pub mod io;
 pub mod journal;
 pub mod keyed;
@@ -98,5 +100,5 @@ pub fn main(args: ShimArgs) -> u8 {
     if let Some(key) = &args.journal {
         return inspect::journal(&path, key.as_deref());
     }
-    call::run(&path)
+    invocation::run(&path)
 }
