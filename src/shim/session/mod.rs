@@ -38,9 +38,10 @@ use super::report::Report;
 use super::request::{self, Asked};
 use crate::wire::session::{FEATURE_IN_BAND, Frame, ReadError, SESSION, SILENCE, VERSION};
 
-/// The most requests in flight in one session (each holds at most
-/// [`crate::wire::session::WINDOW`] of queued stdin and two [`crate::wire::session::MAX_DATA`]
-/// buffers); an open beyond it is refused as busy.
+/// The most requests in flight in one session, a cancelled one counted until its handler
+/// returned (each holds at most [`crate::wire::session::WINDOW`] of queued stdin, two
+/// [`crate::wire::session::MAX_DATA`] buffers and its in-band data until checked); an open
+/// beyond it is refused as busy.
 pub const MAX_IN_FLIGHT: usize = 64;
 
 /// How a session ended.
