@@ -685,3 +685,40 @@ fn requests_beyond_the_most_in_flight_are_busy() {
         .collect();
     assert_eq!(refusals.len(), 1, "{refusals:?}");
 }
+
+#[test]
+fn a_call_cancelled_while_it_waits_for_its_lock_never_runs() {
+    let laptop = laptop();
+    let mut session = Session::direct(&laptop).started();
+    // A turn holds lock s1 mid-answer.
+    let holder = uuid();
+    laptop.hold(&holder);
+    session.open(1, &format!("run-turn s1 {holder} aGk="));
+    laptop.wait_started(&holder);
+    // A plain call on the same lock queues behind it (queue_wait is 10 minutes)...
+    session.open(2, "reset s1");
+    session.send(&Frame::Ping(1));
+    session.until("the pong", |s| s.pongs == [1]);
+    // ...and its caller goes: it is dropped from the queue, audited, and nothing runs.
+    session.send(&Frame::Cancel { id: 2 });
+    assert!(
+        wait_until(PATIENCE, || laptop.outcomes().len() == 2),
+        "the cancelled call was not audited: {:?}",
+        laptop.outcomes()
+    );
+    let audit = laptop.audit();
+    let dropped = audit.iter().find(|l| l["verb"] == "reset").unwrap();
+    assert_eq!(dropped["outcome"], "refused");
+    assert!(
+        dropped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("left while it waited"),
+        "{dropped}"
+    );
+    laptop.release(&holder);
+    assert_eq!(session.answer(1).status, Some(0));
+    assert_eq!(laptop.starts_of("s1"), 1, "{:?}", laptop.runs());
+    assert!(laptop.runs().iter().all(|r| r.verb != "reset"));
+    assert_eq!(session.answers.get(&2).and_then(|a| a.status), None);
+}
