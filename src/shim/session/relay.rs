@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, PipeReader, PipeWriter, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -25,6 +26,9 @@ use crate::shim::gate::Start;
 use crate::shim::io::Io;
 use crate::shim::request;
 use crate::wire::session::{Frame, MAX_DATA};
+
+/// The exit status of a Rust program that panicked (what an exec shim would end with).
+const PANICKED: u8 = 101;
 
 /// What the reader holds of a request in flight.
 pub struct Relay {
@@ -83,7 +87,10 @@ impl Relay {
         let (handling, finished) = (flow.clone(), done.clone());
         thread("handler").spawn_scoped(scope, move || {
             let asked = request::parse(Some(OsStr::new(&opened.line)), shim.config);
-            let status = shim.answer(&opened.start, asked, io);
+            // A handler that panics ends its request as the panic would end an exec shim,
+            // and the session goes on.
+            let answer = AssertUnwindSafe(|| shim.answer(&opened.start, asked, io));
+            let status = panic::catch_unwind(answer).unwrap_or(PANICKED);
             let _ = (pump_out.join(), pump_err.join());
             if !handling.cancelled() {
                 writer.send(&Frame::Exit {
