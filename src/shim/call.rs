@@ -1,11 +1,14 @@
-//! One invocation by sshd: load the config and check that it can be trusted, check
-//! `SSH_ORIGINAL_COMMAND`, decide, write the invocation's one audit line for that decision
-//! before anything runs (a call that cannot be audited is refused while `audit_required`),
-//! then run the verb (a child under its timeout, or through the journal when it has a
-//! `key_arg`) and exit with its status, or 2 with one `tether shim: …` line when refused.
-//! `@hello` is answered with the hello line once the config is found usable and trusted; an
-//! `@in-band` call reads its frame from stdin first (exactly its bytes: the rest is the
-//! caller's stdin) and is refused when it carries a credential the verb does not list.
+//! One request, end to end: check it against the config and that the config can be trusted,
+//! decide, write the request's one audit line for that decision before anything runs (a call
+//! that cannot be audited is refused while `audit_required`), then run the verb (a child under
+//! its timeout, or through the journal when it has a `key_arg`) and end with its status, or 2
+//! with one `tether shim: …` line when refused. `@hello` is answered with the hello line once
+//! the config is found usable and trusted; an `@in-band` call reads its frame from stdin first
+//! (exactly its bytes: the rest is the caller's stdin), a session's request comes with its
+//! in-band data, and either is refused when it carries a credential the verb does not list.
+//!
+//! [`Shim::answer`] serves both modes: an exec invocation's one request with the shim's own
+//! fds, and each request of a session with its pipes: the same code checks both.
 
 use std::fs::File;
 use std::io::Write;
@@ -13,135 +16,166 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use zeroize::Zeroizing;
+
 use super::audit::Outcome;
-use super::config::{self, AuditConfig, DEFAULT_AUDIT_MAX_BYTES, ShimConfig};
+use super::config::{AuditConfig, ShimConfig};
 use super::credentials::{self, CredentialsDir};
 use super::gate::{Gate, Seen, Start};
+use super::io::Io;
 use super::journal::Journal;
 use super::keyed::{self, Keyed};
 use super::queue;
 use super::report::Report;
-use super::request::{self, Asked, Request};
+use super::request::{Asked, Refusal, Request};
 use super::spool::Spool;
 use super::{env, process, strict, turn};
 use crate::wire::in_band::{HELLO, Hello, InBand};
+use crate::wire::session::SESSION;
 
-/// Handles the call sshd gave us; the process's exit status.
-pub fn run(config_path: &Path) -> u8 {
-    let start = Start::now();
-    let config = match config::load(config_path) {
-        Ok(config) => config,
-        Err(problems) => {
-            let reason = format!("the shim's config is unusable: {}", problems.join("; "));
-            let audit = AuditConfig {
-                path: config::audit_log_hint(config_path),
-                max_bytes: DEFAULT_AUDIT_MAX_BYTES,
-                required: true,
-            };
-            return start
-                .gate(&audit, Seen::default())
-                .finish(Report::refused(reason));
-        }
-    };
-    let audit = config.audit();
-    remove_abandoned_credentials(&config);
-    let command = std::env::var_os("SSH_ORIGINAL_COMMAND");
-    let request = match request::parse(command.as_deref(), &config) {
-        Ok(Asked::Call(request)) => request,
-        Ok(Asked::Hello) => return hello(config_path, &config, &start),
-        Err(refusal) => {
+/// The loaded config and where it came from: what every request is checked against.
+pub struct Shim<'c> {
+    pub config_path: &'c Path,
+    pub config: &'c ShimConfig,
+}
+
+impl Shim<'_> {
+    /// Answers one request, exec's or a session's, with its own `io`: the checks, the audit
+    /// line, the run; the status the exec shim exits with.
+    pub fn answer(&self, start: &Start, asked: Result<Asked, Refusal>, io: Io) -> u8 {
+        let audit = self.config.audit();
+        let refused = |verb: Option<&str>, reason: String| {
             let seen = Seen {
-                verb: refusal.verb.as_deref(),
+                verb,
                 ..Seen::default()
             };
-            return start
-                .gate(&audit, seen)
-                .finish(Report::refused(refusal.reason));
+            start
+                .gate(&audit, seen, &io.stderr)
+                .finish(Report::refused(reason))
+        };
+        match asked {
+            Ok(Asked::Call(request)) => self.call(start, &audit, &request, io),
+            Ok(Asked::Hello) => self.hello(start, io),
+            Ok(Asked::Session) => refused(
+                Some(SESSION),
+                "@session inside a session: it is a channel's command line, not a request".into(),
+            ),
+            Err(refusal) => refused(refusal.verb.as_deref(), refusal.reason),
         }
-    };
-    let mut gate = start.gate(
-        &audit,
-        Seen {
-            verb: Some(&request.name),
-            key: request.key(),
-            lock: request.lock(),
-            args_bytes: request.args_bytes(),
-            ..Seen::default()
-        },
-    );
-    let in_band = match request.in_band {
-        false => None,
-        true => match read_in_band() {
-            Ok(in_band) => {
-                gate.saw_in_band(&in_band);
-                Some(in_band)
-            }
-            Err(reason) => return gate.finish(Report::refused(reason)),
-        },
-    };
-    let untrusted = strict::problems(config_path, &config);
-    if !untrusted.is_empty() {
-        return gate.finish(Report::refused(untrusted.join("; ")));
     }
-    if let Some(refusal) = in_band.as_ref().and_then(|b| undeclared(&request, b)) {
-        return gate.finish(refusal);
-    }
-    let journal = Journal::new(&config.journal_dir, config.retention);
-    let Some(key) = request.key() else {
-        let report = plain(&config, &journal, &request, in_band, &gate);
-        return gate.finish(report);
-    };
-    let stdin = match request.verb.stdin {
-        false => None,
-        true => match Spool::read(&journal, std::io::stdin().lock()) {
-            Ok(spool) => Some(spool),
-            Err(reason) => return gate.finish(Report::refused(reason)),
-        },
-    };
-    gate.saw_stdin(stdin.as_ref().map_or(0, |s| s.print.bytes));
-    let call = Keyed {
-        journal: &journal,
-        config: &config,
-        request: &request,
-        key,
-    };
-    let report = keyed::run(&call, stdin, in_band, &gate);
-    gate.finish(report)
-}
 
-/// `@hello`: one line saying what this shim can take, once the config is usable and trusted
-/// (the same checks any call passes first). It runs nothing, so it is not audited.
-fn hello(config_path: &Path, config: &ShimConfig, start: &Start) -> u8 {
-    let untrusted = strict::problems(config_path, config);
-    if !untrusted.is_empty() {
+    /// `None` when the config and its files can be trusted (strict ownership checks); else
+    /// the status of the audited refusal of `verb`.
+    pub fn untrusted(&self, start: &Start, verb: &str, stderr: &File) -> Option<u8> {
+        let untrusted = strict::problems(self.config_path, self.config);
+        if untrusted.is_empty() {
+            return None;
+        }
         let seen = Seen {
-            verb: Some(HELLO),
+            verb: Some(verb),
             ..Seen::default()
         };
-        let audit = config.audit();
-        return start
-            .gate(&audit, seen)
-            .finish(Report::refused(untrusted.join("; ")));
+        let audit = self.config.audit();
+        Some(
+            start
+                .gate(&audit, seen, stderr)
+                .finish(Report::refused(untrusted.join("; "))),
+        )
     }
-    let mut out = std::io::stdout().lock();
-    match out
-        .write_all(Hello::ours().line().as_bytes())
-        .and_then(|()| out.flush())
-    {
-        Ok(()) => 0,
-        Err(_) => crate::exit::SHIM_REFUSED,
+
+    /// A verb to run: decide, audit, run.
+    fn call(&self, start: &Start, audit: &AuditConfig, request: &Request, io: Io) -> u8 {
+        let Io {
+            stdin,
+            stdout,
+            stderr,
+            in_band,
+        } = io;
+        let config = self.config;
+        let mut gate = start.gate(
+            audit,
+            Seen {
+                verb: Some(&request.name),
+                key: request.key(),
+                lock: request.lock(),
+                args_bytes: request.args_bytes(),
+                ..Seen::default()
+            },
+            &stderr,
+        );
+        let in_band = match in_band_of(request, &stdin, in_band) {
+            Ok(in_band) => in_band,
+            Err(reason) => return gate.finish(Report::refused(reason)),
+        };
+        if let Some(in_band) = &in_band {
+            gate.saw_in_band(in_band);
+        }
+        // A verb without stdin never reads it (the pipe of a session's request closes now).
+        let stdin = request.verb.stdin.then_some(stdin);
+        let untrusted = strict::problems(self.config_path, config);
+        if !untrusted.is_empty() {
+            return gate.finish(Report::refused(untrusted.join("; ")));
+        }
+        if let Some(refusal) = in_band.as_ref().and_then(|b| undeclared(request, b)) {
+            return gate.finish(refusal);
+        }
+        let journal = Journal::new(&config.journal_dir, config.retention);
+        let Some(key) = request.key() else {
+            let output = [&stdout, &stderr];
+            let report = plain(config, &journal, request, in_band, &gate, stdin, output);
+            return gate.finish(report);
+        };
+        let stdin = match stdin {
+            None => None,
+            Some(stdin) => match Spool::read(&journal, stdin) {
+                Ok(spool) => Some(spool),
+                Err(reason) => return gate.finish(Report::refused(reason)),
+            },
+        };
+        gate.saw_stdin(stdin.as_ref().map_or(0, |s| s.print.bytes));
+        let call = Keyed {
+            journal: &journal,
+            config,
+            request,
+            key,
+            output: [&stdout, &stderr],
+        };
+        let report = keyed::run(&call, stdin, in_band, &gate);
+        gate.finish(report)
+    }
+
+    /// `@hello`: one line saying what this shim can take, once the config is usable and
+    /// trusted (the same checks any call passes first). It runs nothing, so it is not audited.
+    fn hello(&self, start: &Start, io: Io) -> u8 {
+        if let Some(refused) = self.untrusted(start, HELLO, &io.stderr) {
+            return refused;
+        }
+        match (&io.stdout).write_all(Hello::ours().line().as_bytes()) {
+            Ok(()) => 0,
+            Err(_) => crate::exit::SHIM_REFUSED,
+        }
     }
 }
 
-/// Reads the in-band frame from fd 0 itself, unbuffered, so not one byte of the caller's stdin
-/// after it is taken: a plain verb's program inherits fd 0 from there, a keyed call spools it.
-fn read_in_band() -> Result<InBand, String> {
-    let fd0 = std::io::stdin()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| format!("cannot read stdin: {e}"))?;
-    InBand::read(&mut File::from(fd0))
-        .map_err(|e| format!("{e}; nothing ran (an @in-band call's stdin begins with its frame)"))
+/// The request's in-band data: an exec `@in-band` call's frame read from its stdin (exactly
+/// its bytes, unbuffered: the rest is the caller's stdin), or a session request frame's.
+fn in_band_of(
+    request: &Request,
+    mut stdin: &File,
+    given: Option<Zeroizing<Vec<u8>>>,
+) -> Result<Option<InBand>, String> {
+    match (request.in_band, given) {
+        (false, None) => Ok(None),
+        (true, None) => InBand::read(&mut stdin).map(Some).map_err(|e| {
+            format!("{e}; nothing ran (an @in-band call's stdin begins with its frame)")
+        }),
+        (false, Some(payload)) => InBand::decode(&payload)
+            .map(Some)
+            .map_err(|e| format!("{e}; nothing ran (the request frame's in-band data)")),
+        (true, Some(_)) => Err("the request frame carries in-band data and its line says \
+                                @in-band: send the data once, in the frame; nothing ran"
+            .into()),
+    }
 }
 
 /// A refusal when the call carries a credential its verb does not list (names only).
@@ -161,17 +195,6 @@ fn undeclared(request: &Request, in_band: &InBand) -> Option<Report> {
          do not send it; nothing ran",
         request.name
     )))
-}
-
-/// Removes the credentials directories of shims and supervisors that died before they could
-/// (under both roots a shim may have used).
-fn remove_abandoned_credentials(config: &ShimConfig) {
-    let root = credentials::root(&config.journal_dir);
-    credentials::remove_abandoned(&root);
-    let fallback = config.journal_dir.join("credentials");
-    if fallback != root {
-        credentials::remove_abandoned(&fallback);
-    }
 }
 
 /// The credentials directory for the program, when the call carried any.
@@ -201,9 +224,11 @@ fn plain(
     request: &Request,
     in_band: Option<InBand>,
     gate: &Gate,
+    stdin: Option<File>,
+    output: [&File; 2],
 ) -> Report {
     let ticket = match request.lock() {
-        Some(value) => match turn::wait(journal, value, &config.limits) {
+        Some(value) => match turn::wait(journal, value, &config.limits, output[0].as_fd()) {
             Ok(ticket) => Some(ticket),
             Err(refusal) => return refusal,
         },
@@ -220,7 +245,7 @@ fn plain(
                 None => vars,
             };
             match gate.decide(Outcome::Ran, None) {
-                Ok(()) => run_plain(request, &vars),
+                Ok(()) => run_plain(request, &vars, stdin, output),
                 Err(why) => Report::refused(why),
             }
         }
@@ -231,18 +256,26 @@ fn plain(
     report
 }
 
-fn run_plain(request: &Request, vars: &[(String, String)]) -> Report {
-    let verb = request.verb;
-    let exec = &verb.exec;
+fn run_plain(
+    request: &Request,
+    vars: &[(String, String)],
+    stdin: Option<File>,
+    output: [&File; 2],
+) -> Report {
+    let exec = &request.verb.exec;
     let mut cmd = Command::new(exec.program());
     cmd.args(exec.args(&request.args));
     env::apply(&mut cmd, vars);
-    let stdin = if verb.stdin {
-        Stdio::inherit()
-    } else {
-        Stdio::null()
+    let streams = output.map(File::try_clone);
+    let started = match streams {
+        [Ok(stdout), Ok(stderr)] => {
+            cmd.stdout(stdout).stderr(stderr);
+            let stdin = stdin.map_or_else(Stdio::null, Stdio::from);
+            process::run(&mut cmd, stdin, request.verb.timeout)
+        }
+        [Err(e), _] | [_, Err(e)] => Err(e),
     };
-    match process::run(&mut cmd, stdin, verb.timeout) {
+    match started {
         Ok(finished) => Report::ran(&finished),
         Err(e) => Report {
             outcome: Outcome::Ran,

@@ -3,14 +3,15 @@
 //! that is set, else under `<journal_dir>/credentials`, with one 0400 file per credential named
 //! by the credential and holding exactly its value. The program finds it as
 //! `$CREDENTIALS_DIRECTORY`; the directory is removed when the program has ended (also after
-//! a timeout kill). It is named by the process that owns it (`<pid>-<start time>`), so a
-//! directory a crash left behind (its owner killed -9) is found dead and removed at the next
-//! shim start.
+//! a timeout kill). It is named by the process that owns it and the call's number in it
+//! (`<pid>-<start time>-<n>`: a resident shim runs many calls at once), so a directory a crash
+//! left behind (its owner killed -9) is found dead and removed at the next shim start.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::unistd::Pid;
 
@@ -34,8 +35,10 @@ pub struct CredentialsDir {
 impl CredentialsDir {
     /// Writes `credentials` into a new directory under `root`, owned by this process.
     pub fn create(root: &Path, credentials: &Credentials) -> io::Result<CredentialsDir> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         make_dir(root)?;
-        let path = root.join(owner_tag(std::process::id()));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = root.join(format!("{}-{n}", owner_tag(std::process::id())));
         fs::DirBuilder::new().mode(0o700).create(&path)?;
         let dir = CredentialsDir { path };
         for (name, value) in credentials.expose() {
@@ -82,13 +85,15 @@ fn owner_tag(pid: u32) -> String {
     format!("{pid}-{started}")
 }
 
-/// Whether the process a directory is named by still runs (a zombie does not: its owner
-/// died, and nobody reaped it yet). A name that is not a tag is never ours to judge: kept.
+/// Whether the process a directory (`<pid>-<start time>[-<n>]`) is named by still runs (a
+/// zombie does not: its owner died, and nobody reaped it yet). A name that is not a tag is
+/// never ours to judge: kept.
 fn owner_alive(name: &str) -> bool {
-    let Some(pid) = name
-        .split_once('-')
-        .and_then(|(pid, _)| pid.parse::<u32>().ok())
-    else {
+    let mut parts = name.splitn(3, '-');
+    let (Some(pid), Some(started)) = (parts.next(), parts.next()) else {
+        return true;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
         return true;
     };
     let running = i32::try_from(pid).is_ok_and(|raw| {
@@ -98,7 +103,7 @@ fn owner_alive(name: &str) -> bool {
         )
     });
     let zombie = proc_stat(pid).is_some_and(|stat| stat.state == 'Z');
-    running && !zombie && owner_tag(pid) == name
+    running && !zombie && owner_tag(pid) == format!("{pid}-{started}")
 }
 
 /// What Linux's /proc/PID/stat says of a process (elsewhere: nothing, and the pid alone
@@ -134,6 +139,9 @@ mod tests {
         let credentials =
             Credentials::from_pairs([("PALIAD_JWT".to_string(), "eyJ0\n".to_string())]).unwrap();
         let dir = CredentialsDir::create(root.path(), &credentials).unwrap();
+        // Two calls at once in one process (a resident shim) get a directory each.
+        let other = CredentialsDir::create(root.path(), &credentials).unwrap();
+        assert_ne!(dir.path(), other.path());
         let file = dir.path().join("PALIAD_JWT");
         assert_eq!(fs::read(&file).unwrap(), b"eyJ0\n");
         assert_eq!((mode(dir.path()), mode(&file)), (0o700, 0o400));
@@ -154,7 +162,7 @@ mod tests {
         let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        let left = root.path().join(format!("{dead}-1"));
+        let left = root.path().join(format!("{dead}-1-0"));
         fs::create_dir(&left).unwrap();
         fs::write(left.join("A"), "x").unwrap();
         // Our own pid with another start time: the pid was reused.

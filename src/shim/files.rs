@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -32,7 +33,7 @@ pub fn create_private(path: &Path) -> io::Result<File> {
 
 /// Writes `name` in `dir` by write, fsync, rename, fsync of the directory.
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}", unique()));
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -43,6 +44,17 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> 
     file.sync_all()?;
     fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
+}
+
+/// `<pid>.<n>`: a name part no other process, and no other thread of this one, uses at the
+/// same time (a resident shim handles many requests at once; docs/shim.md, "Session mode").
+pub fn unique() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Makes a rename or creation in `dir` durable.

@@ -1,8 +1,11 @@
 //! The invocation's one audit line, written at the moment the shim decides what the call
 //! gets and before anything runs: a call that cannot be audited is refused while
-//! `audit_required` (docs/shim.md, "Audit log").
+//! `audit_required` (docs/shim.md, "Audit log"). What the caller is told goes to the call's
+//! own stderr.
 
 use std::cell::Cell;
+use std::fs::File;
+use std::io::Write;
 use std::time::Instant;
 
 use time::OffsetDateTime;
@@ -46,12 +49,19 @@ impl Start {
         }
     }
 
-    /// The gate that audits this invocation's decision about the request `seen`.
-    pub fn gate<'a>(&'a self, audit: &'a AuditConfig, seen: Seen<'a>) -> Gate<'a> {
+    /// The gate that audits this invocation's decision about the request `seen`, and tells
+    /// the caller on `stderr`.
+    pub fn gate<'a>(
+        &'a self,
+        audit: &'a AuditConfig,
+        seen: Seen<'a>,
+        stderr: &'a File,
+    ) -> Gate<'a> {
         Gate {
             start: self,
             audit,
             seen,
+            stderr,
             written: Cell::new(false),
         }
     }
@@ -62,6 +72,7 @@ pub struct Gate<'a> {
     start: &'a Start,
     audit: &'a AuditConfig,
     seen: Seen<'a>,
+    stderr: &'a File,
     written: Cell<bool>,
 }
 
@@ -117,7 +128,7 @@ impl Gate<'_> {
         if self.audit.required {
             Err(format!("{why}; nothing ran (audit_required)"))
         } else {
-            eprintln!("tether shim: {why}");
+            self.tell(&why);
             Ok(())
         }
     }
@@ -130,8 +141,13 @@ impl Gate<'_> {
         if report.tell
             && let Some(reason) = &report.reason
         {
-            eprintln!("tether shim: {reason}");
+            self.tell(reason);
         }
         report.exit_code()
+    }
+
+    /// One `tether shim: …` line to the caller; a caller gone already is not told.
+    fn tell(&self, what: &str) {
+        let _ = (&mut &*self.stderr).write_all(format!("tether shim: {what}\n").as_bytes());
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::files::{
-    MAX_NAME, create_private, file_name, hex, make_dir, sync_dir, write_atomically,
+    MAX_NAME, create_private, file_name, hex, make_dir, sync_dir, unique, write_atomically,
 };
 use super::queue;
 
@@ -448,14 +448,13 @@ impl Journal {
         Ok(dir)
     }
 
-    /// A name under `tmp` that no other process uses.
+    /// A name under `tmp` that no other process or thread uses.
     fn tmp_name(&self, what: &str) -> PathBuf {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos();
-        self.tmp_dir()
-            .join(format!("{what}.{}.{nanos}", std::process::id()))
+        self.tmp_dir().join(format!("{what}.{}.{nanos}", unique()))
     }
 }
 

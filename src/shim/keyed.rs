@@ -31,6 +31,8 @@ pub struct Keyed<'a> {
     pub config: &'a ShimConfig,
     pub request: &'a Request<'a>,
     pub key: &'a str,
+    /// The caller's stdout and stderr, where the run's output is streamed.
+    pub output: [&'a File; 2],
 }
 
 /// Runs, attaches to or replays the call named by `key`; `gate` audits the decision first.
@@ -51,7 +53,7 @@ pub fn run(call: &Keyed, stdin: Option<Spool>, mut in_band: Option<InBand>, gate
         let spooled = stdin.as_ref().map(Spool::path);
         let report = match journal.claim(&claim, spooled) {
             Ok(Claim::Mine(entry, lock)) => Some(first(call, &entry, lock, in_band.take(), gate)),
-            Ok(Claim::Taken(entry)) => repeat(journal, &claim, &entry, gate),
+            Ok(Claim::Taken(entry)) => repeat(call, &claim, &entry, gate),
             Err(e) => Some(Report::refused(format!(
                 "cannot write a journal entry for {key:?}: {e}"
             ))),
@@ -102,7 +104,7 @@ fn first(call: &Keyed, entry: &Entry, lock: File, in_band: Option<InBand>, gate:
         running::leave(&entry.dir);
         return Report::refused(format!("cannot start the supervisor: {e}; nothing ran"));
     }
-    follow(call.journal, entry, Outcome::Ran).unwrap_or_else(|| {
+    follow(call, entry, Outcome::Ran).unwrap_or_else(|| {
         Report::refused("the supervisor ended before it started the command; nothing ran".into())
     })
 }
@@ -148,7 +150,8 @@ fn admit(call: &Keyed, entry: &Entry) -> Result<(Option<Ticket>, Option<Caps>), 
 
 /// The key has an entry: replay it, attach to it, or say why not. `None`: the entry went away
 /// (or was removed here because it is expired, never started or never ran), so claim again.
-fn repeat(journal: &Journal, claim: &Record, entry: &Entry, gate: &Gate) -> Option<Report> {
+fn repeat(call: &Keyed, claim: &Record, entry: &Entry, gate: &Gate) -> Option<Report> {
+    let journal = call.journal;
     let found = match entry.read() {
         Ok(found) => found,
         Err(_) if !entry.dir.exists() => return None,
@@ -190,11 +193,12 @@ fn repeat(journal: &Journal, claim: &Record, entry: &Entry, gate: &Gate) -> Opti
     if let Err(why) = gate.decide(outcome, status) {
         return Some(Report::refused(why));
     }
-    follow(journal, entry, outcome)
+    follow(call, entry, outcome)
 }
 
-fn follow(journal: &Journal, entry: &Entry, outcome: Outcome) -> Option<Report> {
-    match tail::follow(entry) {
+fn follow(call: &Keyed, entry: &Entry, outcome: Outcome) -> Option<Report> {
+    let journal = call.journal;
+    match tail::follow(entry, call.output) {
         Ok(Ended::Done(record)) => Some(Report::ended(outcome, &record)),
         Ok(Ended::Abandoned(record)) if record.state == State::Claimed => {
             // Its supervisor died before starting the command: nothing ran.

@@ -3,7 +3,8 @@
 //! runs a call with a `key_arg` exactly once however often it is sent.
 //!
 //! It starts on every remote call, so it is plain std: no async runtime, no threads but the
-//! few a call needs.
+//! few a call needs. Asked for `@session`, it stays and answers many requests sent as frames
+//! on one channel, each on its own threads, each checked by the same code as an exec call.
 //!
 //! # Layout
 //! - [`config`]: `shim.toml`, checked whole; [`template`]: a verb's argv; [`home`]: `~` in
@@ -12,7 +13,10 @@
 //! - [`request`]: `SSH_ORIGINAL_COMMAND`, decoded by [`crate::wire`], checked against the
 //!   verb's rules into a request (`@in-band` ones read their frame in [`call`]), `@hello`, or
 //!   a refusal.
-//! - [`call`]: one invocation, end to end; [`keyed`]: run, attach or replay by key.
+//! - [`invocation`]: one start by sshd: the config, then one request or a session.
+//! - [`call`]: one request, end to end, given its [`io`] (its stdin, stdout, stderr and
+//!   in-band data); [`keyed`]: run, attach or replay by key.
+//! - [`session`]: `@session`, the resident shim: requests as frames, relayed to [`call`].
 //! - [`report`]: how a call ended; [`gate`]: its one audit line, written at the decision;
 //!   [`turn`]: its place in its lock's queue, or the refusal.
 //! - [`journal`]: entries on disk, crash-safe; [`queue`]: `lock_arg`'s arrival-order queue;
@@ -35,6 +39,8 @@ pub mod files;
 pub mod gate;
 pub mod home;
 pub mod inspect;
+pub mod invocation;
+pub mod io;
 pub mod journal;
 pub mod keyed;
 pub mod process;
@@ -42,6 +48,7 @@ pub mod queue;
 pub mod report;
 pub mod request;
 pub mod running;
+pub mod session;
 pub mod spool;
 pub mod strict;
 pub mod supervisor;
@@ -93,5 +100,5 @@ pub fn main(args: ShimArgs) -> u8 {
     if let Some(key) = &args.journal {
         return inspect::journal(&path, key.as_deref());
     }
-    call::run(&path)
+    invocation::run(&path)
 }

@@ -1,8 +1,8 @@
 //! The caller's request: `SSH_ORIGINAL_COMMAND` decoded by [`crate::wire`] (the rules tether
 //! encodes it with; never through a shell), then checked against the verb's own rules (its
 //! argument count, no leading `-` unless `allow_dash`, `arg_patterns`). `@hello` asks for the
-//! shim's hello; `@in-band VERB ARGS…` is a request like any other whose stdin begins with an
-//! in-band frame. A reason never repeats what the caller sent: the audit line names the verb,
+//! shim's hello, `@session` a session of framed requests; `@in-band VERB ARGS…` is a request
+//! like any other whose stdin begins with an in-band frame. A reason never repeats what the caller sent: the audit line names the verb,
 //! bounded.
 
 use std::ffi::OsStr;
@@ -11,13 +11,14 @@ use std::os::unix::ffi::OsStrExt;
 use super::config::{ShimConfig, Verb};
 use crate::wire::Decoded;
 use crate::wire::in_band::{self, Command};
-use crate::wire::session::SESSION;
 
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Asked<'c> {
     /// `@hello`: the shim's hello line; nothing runs.
     Hello,
+    /// `@session`: requests come as frames on stdin (docs/shim.md, "Session mode").
+    Session,
     /// A verb to run.
     Call(Request<'c>),
 }
@@ -80,12 +81,7 @@ pub fn parse<'c>(command: Option<&OsStr>, config: &'c ShimConfig) -> Result<Aske
         Command::Hello => return Ok(Asked::Hello),
         Command::Plain(decoded) => (decoded, false),
         Command::InBand(decoded) => (decoded, true),
-        Command::Session => {
-            return Err(refuse(
-                Some(SESSION),
-                "this shim has no session mode yet".into(),
-            ));
-        }
+        Command::Session => return Ok(Asked::Session),
     };
     let verb = config.verbs.get(name).ok_or_else(|| unknown(name))?;
     let args: Vec<String> = args.into_iter().map(str::to_string).collect();
@@ -191,7 +187,7 @@ mod tests {
     fn request<'c>(line: &str, config: &'c ShimConfig) -> Request<'c> {
         match parse(Some(OsStr::new(line)), config).unwrap() {
             Asked::Call(request) => request,
-            Asked::Hello => panic!("{line} asked for the hello"),
+            other => panic!("{line} asked for {other:?}"),
         }
     }
 
@@ -215,6 +211,10 @@ mod tests {
         assert!(matches!(
             parse(Some(OsStr::new("@hello")), &config),
             Ok(Asked::Hello)
+        ));
+        assert!(matches!(
+            parse(Some(OsStr::new("@session")), &config),
+            Ok(Asked::Session)
         ));
         assert!(reason("@hello x").starts_with("unknown verb"));
         assert!(reason("@in-band rm x").starts_with("unknown verb"));

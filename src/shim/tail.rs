@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -43,8 +43,8 @@ impl From<Corrupt> for Failed {
     }
 }
 
-/// Copies the entry's stdout and stderr to ours until its supervisor is done.
-pub fn follow(entry: &Entry) -> Result<Ended, Failed> {
+/// Copies the entry's stdout and stderr to the call's (`to`) until its supervisor is done.
+pub fn follow(entry: &Entry, to: [&File; 2]) -> Result<Ended, Failed> {
     let corrupt = |what: &str, e: io::Error| Corrupt {
         entry: entry.dir.clone(),
         why: format!("{what}: {e}"),
@@ -52,11 +52,11 @@ pub fn follow(entry: &Entry) -> Result<Ended, Failed> {
     let mut streams = [
         Stream::new(
             File::open(entry.stdout_path()).map_err(|e| corrupt("stdout", e))?,
-            io::stdout().as_fd(),
+            to[0].as_fd(),
         )?,
         Stream::new(
             File::open(entry.stderr_path()).map_err(|e| corrupt("stderr", e))?,
-            io::stderr().as_fd(),
+            to[1].as_fd(),
         )?,
     ];
     let lock = File::open(entry.lock_path()).map_err(|e| corrupt("lock", e))?;
@@ -134,7 +134,7 @@ enum Copy {
 }
 
 impl Stream {
-    fn new(from: File, to: std::os::fd::BorrowedFd<'_>) -> Result<Stream, Failed> {
+    fn new(from: File, to: BorrowedFd<'_>) -> Result<Stream, Failed> {
         Ok(Stream {
             from,
             // Our own handle on the fd: unbuffered, so every chunk leaves at once.

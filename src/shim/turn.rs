@@ -1,6 +1,7 @@
 //! A call's place in its lock's queue, as the call sees it: a ticket, or the refusal that
 //! says why not (a full queue or a wait past `queue_wait` is busy; docs/shim.md, "Locks").
 
+use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use super::caller;
@@ -23,11 +24,16 @@ pub fn join(journal: &Journal, value: &str, limits: &Limits) -> Result<Ticket, R
 
 /// Waits for the turn of lock `value`, holding the ticket that comes with it; a busy refusal
 /// when the queue is full or the wait passes `queue_wait`, and a silent one when the caller
-/// leaves meanwhile.
-pub fn wait(journal: &Journal, value: &str, limits: &Limits) -> Result<Ticket, Report> {
+/// leaves meanwhile (the other end of its `stdout` is gone).
+pub fn wait(
+    journal: &Journal,
+    value: &str,
+    limits: &Limits,
+    stdout: BorrowedFd<'_>,
+) -> Result<Ticket, Report> {
     let ticket = join(journal, value, limits)?;
     let deadline = Instant::now() + limits.queue_wait;
-    let turn = queue::wait_turn(&ticket.path, deadline, caller::gone);
+    let turn = queue::wait_turn(&ticket.path, deadline, || caller::gone(stdout));
     if !matches!(turn, Ok(Turn::Mine)) {
         queue::release(&ticket.path);
     }

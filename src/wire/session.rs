@@ -5,7 +5,8 @@
 //! Each frame is a [`super::frame`] (4-byte big-endian length, then the payload); the payload
 //! is one type byte, then the type's fields, integers big-endian. Both ends send a
 //! [`Frame::Hello`] first (tether's, then the shim's answer); every request has an id that
-//! tether never reuses within a session. Output and stdin flow under per-request credit: a
+//! tether never reuses within a session: each is higher than the one before, so a frame for a
+//! lower id not in flight is for a request that ended (it may cross that request's exit). Output and stdin flow under per-request credit: a
 //! sender has at most [`WINDOW`] bytes of one request's data unacknowledged, and the receiver
 //! grants more with [`Frame::Credit`] as it passes data on, so one slow reader stalls only its
 //! own request. A data frame carries at most [`MAX_DATA`] bytes, far below the SSH window.
