@@ -163,7 +163,7 @@ fn a_cut_session_means_what_a_lost_connection_means_for_each_kind_of_verb() {
     let id = uuid();
     let call = cut_the_session_during(&laptop, &tether, turn("plain-turn", &id, "eins"), &id);
     let (status, body) = call.join().unwrap();
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "connection_lost", "{body}");
     assert!(
         body["error"]["message"]
@@ -180,7 +180,7 @@ fn a_cut_session_means_what_a_lost_connection_means_for_each_kind_of_verb() {
     let (status, body) = call.join().unwrap();
     assert_eq!(
         (status, &body["error"]["code"]),
-        (502, &json!("connection_lost")),
+        (503, &json!("connection_lost")),
         "{body}"
     );
     let again = tether.call_in_background(turn("run-turn", &id, "zwei"));
