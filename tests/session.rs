@@ -162,16 +162,7 @@ fn a_cut_session_means_what_a_lost_connection_means_for_each_kind_of_verb() {
     // A plain verb, not idempotent: connection_lost, it may have run.
     let id = uuid();
     let call = cut_the_session_during(&laptop, &tether, turn("plain-turn", &id, "eins"), &id);
-    let (status, body) = call.join().unwrap();
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "connection_lost", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("may have run"),
-        "{body}"
-    );
+    assert_error_saying(call.join().unwrap(), 503, "connection_lost", "may have run");
     laptop.release(&id);
     // A keyed verb: the caller hears connection_lost, the run goes on detached, and sending
     // the turn again (on a new session) attaches to it: one run, the whole answer.
@@ -282,36 +273,12 @@ fn a_call_cancelled_before_its_send_never_runs_and_after_it_may_have() {
         == Some("queued")));
     let (status, body) = delete(&tether, "queued-1");
     assert_eq!(status, 200, "{body}");
-    let (status, body) = second.join().unwrap();
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (409, &json!("cancelled")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("never sent"),
-        "{body}"
-    );
+    assert_error_saying(second.join().unwrap(), 409, "cancelled", "never sent");
     // The running one is cancelled on the session: the caller hears it may have run.
     let resident = laptop.residents();
     let (status, body) = delete(&tether, "running-1");
     assert_eq!(status, 200, "{body}");
-    let (status, body) = first.join().unwrap();
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (409, &json!("cancelled")),
-        "{body}"
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("may have run"),
-        "{body}"
-    );
+    assert_error_saying(first.join().unwrap(), 409, "cancelled", "may have run");
     laptop.release(&running);
     // The session goes on: the next call runs on the same resident; the queued one never ran.
     let (status, body) = tether.call(&json!({"verb": "exit", "args": ["0"]}));
@@ -356,4 +323,16 @@ fn delete(tether: &Tether, request_id: &str) -> (u16, Value) {
     )
     .expect("DELETE");
     (resp.status, resp.json())
+}
+
+/// Asserts that `answer` is the error `code` with HTTP `status`, its message saying `says`.
+fn assert_error_saying(answer: (u16, Value), status: u16, code: &str, says: &str) {
+    let (got, body) = answer;
+    assert_eq!(
+        (got, &body["error"]["code"]),
+        (status, &json!(code)),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "{body}");
 }

@@ -24,16 +24,10 @@ use zeroize::Zeroizing;
 use crate::wire::frame::{self, FrameError};
 use crate::wire::in_band::{HELLO, Hello, MAX_IN_BAND_BYTES, in_band_word_before};
 
-/// Whether a target sends in-band data at all (`targets.NAME.in_band`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// When the remote's `@hello` says it takes it.
-    #[default]
-    Auto,
-    /// Never: credentials are refused, trace context stays in tether.
-    Off,
-}
+/// Whether a target sends in-band data at all (`targets.NAME.in_band`): `Auto` when the
+/// remote's `@hello` says it takes it; `Off` never (credentials are refused, trace context
+/// stays in tether).
+pub use super::Ask as Mode;
 
 /// What goes on the channel for `request` on `conn`: the plain command, or the in-band one.
 /// `target` names the target in a refusal.

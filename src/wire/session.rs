@@ -412,29 +412,28 @@ fn u64_of(rest: &mut &[u8], what: &str) -> Result<u64, Refusal> {
 }
 
 fn check_line(line: &[u8]) -> Result<(), Refusal> {
-    match line.len() {
-        0 => Err(Refusal("an open frame with no command line".into())),
-        n if n > MAX_COMMAND_BYTES => Err(Refusal(format!(
-            "an open frame's line of {n} bytes, over the {MAX_COMMAND_BYTES} accepted"
-        ))),
-        _ => Ok(()),
-    }
+    check_len("an open frame's line", line.len(), 1, MAX_COMMAND_BYTES)
 }
 
 fn check_in_band(in_band: &[u8]) -> Result<(), Refusal> {
-    match in_band.len() {
-        n if n > MAX_IN_BAND_BYTES => Err(Refusal(format!(
-            "an open frame's in-band data of {n} bytes, over the {MAX_IN_BAND_BYTES} accepted"
-        ))),
-        _ => Ok(()),
-    }
+    check_len(
+        "an open frame's in-band data",
+        in_band.len(),
+        0,
+        MAX_IN_BAND_BYTES,
+    )
 }
 
 fn check_data(data: &[u8]) -> Result<(), Refusal> {
-    match data.len() {
-        0 => Err(Refusal("a data frame with no data".into())),
-        n if n > MAX_DATA => Err(Refusal(format!(
-            "a data frame of {n} bytes, over the {MAX_DATA} accepted"
+    check_len("a data frame's data", data.len(), 1, MAX_DATA)
+}
+
+/// `what` holds `n` bytes: refused when empty but at least `min` is needed, or over `max`.
+fn check_len(what: &str, n: usize, min: usize, max: usize) -> Result<(), Refusal> {
+    match n {
+        0 if min > 0 => Err(Refusal(format!("{what} is empty"))),
+        n if n > max => Err(Refusal(format!(
+            "{what} of {n} bytes, over the {max} accepted"
         ))),
         _ => Ok(()),
     }
@@ -600,10 +599,10 @@ mod tests {
         for (payload, rule) in [
             (&b""[..], "empty"),
             (b"\x99", "unknown frame type 0x99"),
-            (b"\x11\0\0\0\x01", "no data"),
+            (b"\x11\0\0\0\x01", "data is empty"),
             (b"\x14\0\0\0\x01\0", "after the end"),
             (b"\x10\0\0\0\x01\0\0\0\x09ab", "line says 9 bytes"),
-            (b"\x10\0\0\0\x01\0\0\0\x00", "no command line"),
+            (b"\x10\0\0\0\x01\0\0\0\x00", "line is empty"),
             (b"\x10\0\0\0\x01\0\0\0\x02\xff\xfe", "not UTF-8"),
             (b"\x22\0\0\0\x01\x01kill", "capital letters"),
             (b"\x01\0\0\0\x01BAD", "lower-case"),

@@ -30,16 +30,9 @@ pub use live::Live;
 use open::Declined;
 
 /// Whether a target runs its calls on a resident `tether shim` session
-/// (`targets.NAME.shim_session`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// When the forced command is a `tether shim` with session mode; else exec per call.
-    #[default]
-    Auto,
-    /// Never: exec per call.
-    Off,
-}
+/// (`targets.NAME.shim_session`): `Auto` when the forced command has session mode, else exec
+/// per call; `Off` always exec.
+pub use super::Ask as Mode;
 
 /// A target's way of asking its connections for sessions.
 #[derive(Clone)]
