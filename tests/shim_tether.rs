@@ -14,9 +14,16 @@ fn full_answer(uuid: &str, said: &str) -> String {
     format!("first half of {uuid}\nreply to {uuid}: {said}\n")
 }
 
-/// tether for `laptop`: run-turn with a 30 s timeout (idempotent if asked), no shim probe.
+/// tether for `laptop`: run-turn with a 30 s timeout (idempotent if asked), no shim probe,
+/// calls on the resident shim session.
 fn tether(laptop: &Laptop, idempotent: bool) -> Tether {
+    tether_on(laptop, idempotent, "auto")
+}
+
+/// The same with `shim_session` set (`"off"`: one exec per call).
+fn tether_on(laptop: &Laptop, idempotent: bool, shim_session: &str) -> Tether {
     TetherConfig::for_sshd(&laptop.sshd)
+        .set("targets.laptop.shim_session", shim_session)
         .set("server.shutdown_grace", "1s")
         .set("targets.laptop.probe.shim_verb", "")
         .set("verbs.run-turn.timeout", "30s")
@@ -81,8 +88,17 @@ fn a_turn_survives_tether_restarting_and_a_repeat_gets_its_answer() {
 
 #[test]
 fn with_idempotent_turns_one_app_call_survives_a_cut_mid_turn() {
+    survives_a_cut_mid_turn("auto");
+}
+
+#[test]
+fn with_idempotent_turns_one_app_call_on_exec_survives_a_cut_mid_turn() {
+    survives_a_cut_mid_turn("off");
+}
+
+fn survives_a_cut_mid_turn(shim_session: &str) {
     let laptop = Laptop::start();
-    let tether = tether(&laptop, true);
+    let tether = tether_on(&laptop, true, shim_session);
     let turn = uuid();
     let said = "one call, one answer";
     laptop.hold(&turn);
