@@ -15,11 +15,17 @@ use common::wait_until;
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-/// A plain verb (no key) that holds mid-answer like run-turn does, and a plain verb that prints.
+/// A plain verb (no key) that holds mid-answer like run-turn does, and one the shim answers
+/// itself.
 const MORE_VERBS: &str = r#"
 [verbs.plain-turn]
 exec = ["{verbs}", "{dir}", "turn", "{1}", "{2}", "{3}"]
 args = 3
+
+# Answered by the shim itself: nothing runs.
+[verbs.alive]
+reply = "ok"
+max_args = 1
 "#;
 
 fn laptop() -> Laptop {
@@ -303,6 +309,37 @@ fn the_resident_shim_exits_when_tether_goes_away() {
         "the resident outlived tether: {:?}",
         laptop.residents()
     );
+}
+
+#[test]
+fn a_shim_probe_the_shim_answers_itself_costs_no_process_and_no_exec() {
+    let laptop = laptop();
+    let tether = tether_on(&laptop, 1, 2)
+        .set("targets.laptop.probe.shim_verb", "alive")
+        .set("targets.laptop.probe.shim_interval", "200ms")
+        .set("verbs.alive.timeout", "5s")
+        .spawn();
+    let probed = || {
+        laptop
+            .audit()
+            .iter()
+            .filter(|l| l["verb"] == "alive" && l["outcome"] == "ran")
+            .count()
+    };
+    assert!(
+        wait_until(PATIENCE, || probed() >= 3),
+        "{:?}",
+        laptop.audit()
+    );
+    let shim = &tether.target_health()["shim"];
+    assert_eq!(shim["ok"], true, "{shim}");
+    // Every probe went to the one resident shim as a request: one exec in all (the session's),
+    // and no program ran.
+    assert_eq!(execs(&laptop.sshd), 1, "{}", laptop.sshd.log());
+    assert_eq!(laptop.residents().len(), 1);
+    assert_eq!(laptop.runs(), Vec::new());
+    let (status, body) = tether.call(&json!({"verb": "alive", "args": ["s1"]}));
+    assert_eq!((status, &body["stdout"]), (200, &json!("ok\n")), "{body}");
 }
 
 fn state(tether: &Tether, request_id: &str) -> Option<String> {

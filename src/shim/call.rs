@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use zeroize::Zeroizing;
 
 use super::audit::Outcome;
-use super::config::{AuditConfig, ShimConfig};
+use super::config::{Action, AuditConfig, ShimConfig};
 use super::credentials::{self, CredentialsDir};
 use super::gate::{Gate, Seen, Start};
 use super::io::Io;
@@ -120,7 +120,8 @@ impl Shim<'_> {
             return gate.finish(refusal);
         }
         let journal = Journal::new(&config.journal_dir, config.retention);
-        let Some(key) = request.key() else {
+        // A keyed verb always runs a program (a `reply` takes no key_arg).
+        let Some((key, exec)) = request.key().zip(request.verb.template()) else {
             let output = [&stdout, &stderr];
             let report = plain(config, &journal, request, in_band, &gate, stdin, output);
             return gate.finish(report);
@@ -138,6 +139,7 @@ impl Shim<'_> {
             config,
             request,
             key,
+            exec,
             output: [&stdout, &stderr],
         };
         let report = keyed::run(&call, stdin, in_band, &gate);
@@ -262,7 +264,10 @@ fn run_plain(
     stdin: Option<File>,
     output: [&File; 2],
 ) -> Report {
-    let exec = &request.verb.exec;
+    let exec = match &request.verb.action {
+        Action::Exec(exec) => exec,
+        Action::Reply(line) => return reply(line, output[0]),
+    };
     let mut cmd = Command::new(exec.program());
     cmd.args(exec.args(&request.args));
     env::apply(&mut cmd, vars);
@@ -284,4 +289,21 @@ fn run_plain(
             tell: true,
         },
     }
+}
+
+/// A `reply` verb: the shim answers its line itself, and nothing runs.
+fn reply(line: &str, mut stdout: &File) -> Report {
+    let mut text = Vec::with_capacity(line.len() + 1);
+    text.extend_from_slice(line.as_bytes());
+    text.push(b'\n');
+    let status = match stdout.write_all(&text) {
+        Ok(()) => 0,
+        // The caller is gone: what an exec'd program would meet as EPIPE.
+        Err(_) => 141,
+    };
+    Report::ran(&process::Finished {
+        status,
+        signal: None,
+        timed_out: false,
+    })
 }

@@ -81,9 +81,18 @@ pub struct Limits {
 }
 
 /// One allowed verb.
+/// What a verb does when called.
+#[derive(Debug)]
+pub enum Action {
+    /// Runs the program its argv template names.
+    Exec(Template),
+    /// Answers this line itself, exit 0: no program runs (`reply`, docs/shim.md).
+    Reply(String),
+}
+
 #[derive(Debug)]
 pub struct Verb {
-    pub exec: Template,
+    pub action: Action,
     pub min_args: usize,
     pub max_args: usize,
     /// 1-based index of the argument that names the call; a repeat replays it.
@@ -103,6 +112,21 @@ pub struct Verb {
     /// Names of the credentials an in-band call may give the program (docs/shim.md,
     /// "Credentials").
     pub credentials: Vec<String>,
+}
+
+impl Verb {
+    /// The argv template of a verb that runs a program.
+    pub fn template(&self) -> Option<&Template> {
+        match &self.action {
+            Action::Exec(template) => Some(template),
+            Action::Reply(_) => None,
+        }
+    }
+
+    /// The program it runs, if it runs one.
+    pub fn program(&self) -> Option<&PathBuf> {
+        self.template().map(Template::program)
+    }
 }
 
 /// One `arg_patterns` entry: the text (for messages) and the compiled pattern, which must
@@ -136,7 +160,8 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawVerb {
-    exec: Vec<String>,
+    exec: Option<Vec<String>>,
+    reply: Option<String>,
     args: Option<usize>,
     min_args: Option<usize>,
     max_args: Option<usize>,
@@ -285,16 +310,7 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
             "{at}: min_args ({min_args}) is more than max_args ({max_args})"
         ));
     }
-    let exec = Template::parse(&v.exec)
-        .map_err(|e| errors.push(format!("{at}.exec: {e}")))
-        .ok();
-    if let Some(n) = exec.as_ref().and_then(Template::highest_placeholder)
-        && n > max_args
-    {
-        errors.push(format!(
-            "{at}.exec: {{{n}}} needs max_args (or args) of at least {n}"
-        ));
-    }
+    let action = action(at, &v, max_args, errors);
     for (name, index) in [("key_arg", v.key_arg), ("lock_arg", v.lock_arg)] {
         if let Some(i) = index
             && !(1..=min_args).contains(&i)
@@ -332,7 +348,7 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
         return None;
     }
     Some(Verb {
-        exec: exec?,
+        action: action?,
         min_args,
         max_args,
         key_arg: v.key_arg,
@@ -345,6 +361,65 @@ fn check_verb(at: &str, v: RawVerb, errors: &mut Vec<String>) -> Option<Verb> {
         pass_env: v.pass_env,
         credentials: v.credentials,
     })
+}
+
+/// The longest `reply` line.
+const MAX_REPLY: usize = 1024;
+
+/// `exec` (a program's argv template) or `reply` (a line the shim answers itself, for a verb
+/// that needs nothing run, like a liveness check); exactly one of them.
+fn action(at: &str, v: &RawVerb, max_args: usize, errors: &mut Vec<String>) -> Option<Action> {
+    match (&v.exec, &v.reply) {
+        (Some(exec), None) => {
+            let template = Template::parse(exec)
+                .map_err(|e| errors.push(format!("{at}.exec: {e}")))
+                .ok()?;
+            if let Some(n) = template.highest_placeholder()
+                && n > max_args
+            {
+                errors.push(format!(
+                    "{at}.exec: {{{n}}} needs max_args (or args) of at least {n}"
+                ));
+            }
+            Some(Action::Exec(template))
+        }
+        (None, Some(reply)) => {
+            if reply.is_empty() || reply.len() > MAX_REPLY || reply.chars().any(char::is_control) {
+                errors.push(format!(
+                    "{at}.reply: must be one line of 1 to {MAX_REPLY} bytes, no control characters"
+                ));
+            }
+            let runs: Vec<&str> = [
+                ("key_arg", v.key_arg.is_some()),
+                ("lock_arg", v.lock_arg.is_some()),
+                ("stdin", v.stdin),
+                ("max_running", v.max_running.is_some()),
+                ("pass_env", !v.pass_env.is_empty()),
+                ("credentials", !v.credentials.is_empty()),
+            ]
+            .into_iter()
+            .filter_map(|(key, set)| set.then_some(key))
+            .collect();
+            if !runs.is_empty() {
+                errors.push(format!(
+                    "{at}.reply: the shim answers this verb itself and runs nothing, so it takes \
+                     no {}",
+                    runs.join(", ")
+                ));
+            }
+            Some(Action::Reply(reply.clone()))
+        }
+        (Some(_), Some(_)) => {
+            errors.push(format!("{at}: set exec or reply, not both"));
+            None
+        }
+        (None, None) => {
+            errors.push(format!(
+                "{at}: needs exec (the program to run) or reply (a line the shim answers itself)"
+            ));
+            None
+        }
+    }
 }
 
 /// `arg_patterns = {1 = "^[a-z0-9-]+$"}`: each key an argument index, each value a pattern.
@@ -466,6 +541,49 @@ mod tests {
             "verbs.a.pass_env: \"A=B\"",
             "verbs.a.credentials: \"lower\" is not a credential name",
             "verbs.a.max_running: counts keyed runs",
+        ] {
+            assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_reply_verb_runs_nothing_so_it_takes_nothing_a_run_needs() {
+        let config = parse(
+            r#"
+            [verbs.alive]
+            reply = "ok"
+            max_args = 1
+            "#,
+        )
+        .unwrap();
+        let alive = &config.verbs["alive"];
+        assert!(matches!(&alive.action, Action::Reply(line) if line == "ok"));
+        assert!(alive.program().is_none());
+        let errors = parse(
+            r#"
+            [verbs.a]
+            reply = "ok"
+            args = 1
+            key_arg = 1
+            stdin = true
+            credentials = ["T"]
+            [verbs.b]
+            reply = "two\nlines"
+            [verbs.c]
+            reply = "ok"
+            exec = ["/bin/x"]
+            [verbs.d]
+            max_args = 1
+            "#,
+        )
+        .unwrap_err();
+        let all = errors.join("\n");
+        for needle in [
+            "verbs.a.reply: the shim answers this verb itself and runs nothing, so it takes no \
+             key_arg, stdin, credentials",
+            "verbs.b.reply: must be one line",
+            "verbs.c: set exec or reply, not both",
+            "verbs.d: needs exec (the program to run) or reply",
         ] {
             assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
         }

@@ -23,7 +23,9 @@ pub fn check(path: &Path) -> u8 {
     };
     let mut problems = strict::problems(path, &config);
     for (name, verb) in &config.verbs {
-        let program = verb.exec.program();
+        let Some(program) = verb.program() else {
+            continue;
+        };
         if let Err(e) = process::executable(program) {
             problems.push(format!("verbs.{name}.exec: {}: {e}", program.display()));
         }

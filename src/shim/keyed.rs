@@ -19,6 +19,7 @@ use super::running::{self, Caps};
 use super::spool::Spool;
 use super::supervisor::{self, Handoff};
 use super::tail::{self, Ended, Failed};
+use super::template::Template;
 use super::{credentials, env, turn};
 use crate::wire::in_band::InBand;
 
@@ -31,6 +32,8 @@ pub struct Keyed<'a> {
     pub config: &'a ShimConfig,
     pub request: &'a Request<'a>,
     pub key: &'a str,
+    /// The program's argv template.
+    pub exec: &'a Template,
     /// The caller's stdout and stderr, where the run's output is streamed.
     pub output: [&'a File; 2],
 }
@@ -88,8 +91,8 @@ fn first(call: &Keyed, entry: &Entry, lock: File, in_band: Option<InBand>, gate:
     }
     let (verb, limits) = (call.request.verb, &call.config.limits);
     let handoff = Handoff {
-        program: verb.exec.program().clone(),
-        args: verb.exec.args(&call.request.args),
+        program: call.exec.program().clone(),
+        args: call.exec.args(&call.request.args),
         env: env::for_verb(&call.config.path, &verb.pass_env, in_band.as_ref()),
         timeout_ms: whole_millis(verb.timeout),
         stdin: verb.stdin,

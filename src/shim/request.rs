@@ -128,7 +128,7 @@ fn check_rules(verb: &Verb, i: usize, arg: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shim::config::{ArgPattern, Limits};
+    use crate::shim::config::{Action, ArgPattern, Limits};
     use crate::shim::template::Template;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
@@ -136,7 +136,7 @@ mod tests {
 
     fn config() -> ShimConfig {
         let verb = |min, max, key| Verb {
-            exec: Template::parse(&["/bin/true".to_string()]).unwrap(),
+            action: Action::Exec(Template::parse(&["/bin/true".to_string()]).unwrap()),
             min_args: min,
             max_args: max,
             key_arg: key,

@@ -13,7 +13,7 @@ pub fn problems(path: &Path, config: &ShimConfig) -> Vec<String> {
     let programs = config
         .verbs
         .iter()
-        .map(|(name, verb)| (format!("verbs.{name}.exec program"), verb.exec.program()));
+        .filter_map(|(name, verb)| Some((format!("verbs.{name}.exec program"), verb.program()?)));
     [
         ("the config".to_string(), path),
         ("the journal root".to_string(), config.journal_dir.as_path()),
