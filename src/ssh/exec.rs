@@ -116,8 +116,11 @@ pub async fn run(
     // A failed send means the connection's session loop is gone (a warm channel's too): no
     // fresh channel could be opened there either, and nothing was sent.
     if channel.exec(true, cmd.line.as_bytes()).await.is_err() {
-        let lost = lost(conn, "before the command was sent");
-        return Ran::at_once(Err(Failed::NotSent(lost)), held);
+        let gone = Error::UpstreamUnreachable(format!(
+            "SSH connection {} was lost before the command was sent; nothing was sent",
+            conn.id
+        ));
+        return Ran::at_once(Err(Failed::NotSent(gone)), held);
     }
     sink.sent();
     let (mut reader, writer) = channel.split();
