@@ -64,7 +64,7 @@ fn execs(sshd: &Sshd) -> usize {
 #[test]
 fn calls_are_requests_on_one_resident_shim_per_connection() {
     let laptop = laptop();
-    let tether = tether_on(&laptop, 1, 8).spawn();
+    let tether = tether_on(&laptop, 1, 32).spawn();
     let (status, body) = tether.call(&json!({"verb": "exit", "args": ["3"]}));
     assert_eq!((status, &body["exit_status"]), (200, &json!(3)), "{body}");
     let execs_before = execs(&laptop.sshd);
@@ -96,13 +96,24 @@ fn calls_are_requests_on_one_resident_shim_per_connection() {
             "{body}"
         );
     }
+    // 64 callers at once on the one session, twice: every call answered by its own verb run
+    // (requests are opened in the order of their ids, as the shim wants them).
+    for round in 0..2 {
+        let bodies = (0..64)
+            .map(|i| json!({"verb": "exit", "args": [(i % 7).to_string()]}))
+            .collect();
+        for (i, (status, body, _)) in tether.calls_at_once(bodies).into_iter().enumerate() {
+            assert_eq!(status, 200, "round {round}: {body}");
+            assert_eq!(body["exit_status"], i % 7, "round {round}: {body}");
+        }
+    }
     // No exec and no new shim for any of them: the one resident served every call.
     assert_eq!(execs(&laptop.sshd), execs_before, "calls went out as execs");
     assert_eq!(laptop.residents(), first);
     let audited = laptop.outcomes();
     assert_eq!(
         audited.iter().filter(|o| *o == "ran").count(),
-        14,
+        14 + 128,
         "{audited:?}"
     );
 }

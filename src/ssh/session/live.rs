@@ -86,20 +86,26 @@ impl Live {
         up: IntGauge,
     ) -> Arc<Live> {
         let (reader, writer, open) = channel;
+        let (live, queue) = Live::new(conn.id, in_band);
+        up.inc();
+        let room = (conn.clone(), open, Counted(up));
+        tracker.spawn(write(live.clone(), writer, queue, room));
+        tracker.spawn(read(live.clone(), reader, buf));
+        live
+    }
+
+    /// A session with no channel yet, and the queue its writer takes frames from.
+    fn new(conn_id: u64, in_band: bool) -> (Arc<Live>, mpsc::UnboundedReceiver<Out>) {
         let (out, queue) = mpsc::unbounded_channel();
         let live = Arc::new(Live {
-            conn_id: conn.id,
+            conn_id,
             in_band,
             out,
             routes: Mutex::new(HashMap::new()),
             next_id: AtomicU32::new(1),
             ended: CancellationToken::new(),
         });
-        up.inc();
-        let room = (conn.clone(), open, Counted(up));
-        tracker.spawn(write(live.clone(), writer, queue, room));
-        tracker.spawn(read(live.clone(), reader, buf));
-        live
+        (live, queue)
     }
 
     /// Whether the session is still up.
@@ -112,20 +118,35 @@ impl Live {
         self.ended.cancel();
     }
 
-    /// A new request's route; `None` once the session has ended.
-    pub fn route(self: &Arc<Self>) -> Option<Route> {
+    /// Opens a request: its id, its route, and its open frame queued for the writer, all
+    /// under one lock, so open frames leave in the order of their ids (the shim takes ids
+    /// only as they grow). `frame` builds the open frame for the id. `None` once the session
+    /// has ended; else the route, and what says when the frame is on the channel.
+    pub fn open(
+        self: &Arc<Self>,
+        frame: impl FnOnce(u32) -> Frame,
+    ) -> Option<(Route, oneshot::Receiver<()>)> {
         let mut routes = self.routes.lock().expect("poisoned");
         if !self.is_up() {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let out = encoded(&frame(id))?;
+        let (written, sent) = oneshot::channel();
+        self.out
+            .send(Out {
+                frame: out,
+                written: Some(written),
+            })
+            .ok()?;
         let (tx, events) = mpsc::unbounded_channel();
         routes.insert(id, tx);
-        Some(Route {
+        let route = Route {
             id,
             events,
             live: self.clone(),
-        })
+        };
+        Some((route, sent))
     }
 
     /// Queues `frame` for the writer (nothing happens once the session has ended).
@@ -136,20 +157,6 @@ impl Live {
                 written: None,
             });
         }
-    }
-
-    /// Queues `frame` and waits until it is on the channel; false when the session ended
-    /// first (it was then never sent).
-    pub async fn send_and_wait(&self, frame: &Frame) -> bool {
-        let Some(out) = encoded(frame) else {
-            return false;
-        };
-        let (written, sent) = oneshot::channel();
-        let queued = self.out.send(Out {
-            frame: out,
-            written: Some(written),
-        });
-        queued.is_ok() && sent.await.is_ok()
     }
 
     fn dispatch(&self, frame: Frame) -> Result<(), String> {
@@ -286,4 +293,50 @@ fn take_frames(live: &Live, buf: &mut BytesMut) -> Result<(), String> {
         live.dispatch(frame)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_frames_leave_in_the_order_of_their_ids_however_many_open_at_once() {
+        let (live, mut queue) = Live::new(1, false);
+        let routes: Vec<Route> = std::thread::scope(|scope| {
+            let openers: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..50)
+                            .map(|_| {
+                                live.open(|id| Frame::Open {
+                                    id,
+                                    line: "health".into(),
+                                    in_band: None,
+                                })
+                                .expect("the session is up")
+                                .0
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            openers
+                .into_iter()
+                .flat_map(|opener| opener.join().unwrap())
+                .collect()
+        });
+        let mut ids = Vec::new();
+        while let Ok(out) = queue.try_recv() {
+            let mut buf = BytesMut::from(&out.frame[..]);
+            match Frame::take(&mut buf) {
+                Ok(Some(Frame::Open { id, .. })) => ids.push(id),
+                other => panic!("not an open frame: {other:?}"),
+            }
+        }
+        assert_eq!(ids, (1..=400).collect::<Vec<u32>>());
+        assert_eq!(routes.len(), 400);
+        // An ended session opens nothing.
+        live.end();
+        assert!(live.open(|id| Frame::Cancel { id }).is_none());
+    }
 }

@@ -64,19 +64,20 @@ pub async fn run<H: Send + 'static>(
         );
         return Ok(at_once(Err(Failed::NotSent(unwanted)), hold));
     }
-    let Some(mut route) = live.route() else {
+    let (line, in_band) = (open.line, open.in_band);
+    let opened = live.open(|id| Frame::Open {
+        id,
+        line: line.to_string(),
+        in_band,
+    });
+    let Some((mut route, written)) = opened else {
         return Err(Gone(hold));
     };
-    let id = route.id;
-    let frame = Frame::Open {
-        id,
-        line: open.line.to_string(),
-        in_band: open.in_band,
-    };
-    if !live.send_and_wait(&frame).await {
+    // A session that ends before the frame left never sent it.
+    if written.await.is_err() {
         return Err(Gone(hold));
     }
-    drop(frame);
+    let id = route.id;
     sink.sent();
     let mut stdin = Stdin::new(open.stdin);
     let mut granted = Granted::default();
