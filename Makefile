@@ -26,8 +26,10 @@ go-test:
 	  go vet ./... && TETHER_BIN=$(CURDIR)/target/debug/tether go test -count=1 ./...
 
 ## bench: tether against ssh per call, an OpenSSH ControlMaster and a raw russh exec, against
-## a real sshd (release build; a few minutes); prints tables, writes target/bench/compare.json.
-## Knobs: BENCH_CALLS, BENCH_SSH_CALLS, BENCH_PROXY_CALLS, BENCH_SECONDS, BENCH_STREAM_LINES (benches/compare/main.rs)
+## a real sshd with the test shim and with `tether shim` (release build; about 6 minutes);
+## prints tables, writes target/bench/compare.json. Knobs: BENCH_CALLS, BENCH_SSH_CALLS,
+## BENCH_PROXY_CALLS, BENCH_SECONDS, BENCH_STREAM_LINES, BENCH_SHIM_CALLS, BENCH_PROXY_SHIM_CALLS
+## (benches/compare/main.rs)
 bench: test-deps
 	$(CARGO) bench --locked --bench compare
 

@@ -1,19 +1,25 @@
 //! `make bench`: tether against `ssh` per call and an OpenSSH ControlMaster, against the same
-//! OpenSSH sshd and forced-command shim, in one run.
+//! OpenSSH sshd, in one run: (a)–(f) with the test shim (`shim.sh`) as the forced command,
+//! (g)–(k) with the real `tether shim` (shim_laptop.rs, shim_rows.rs).
 //!
 //! Phases: sequential latency of (a)–(f), interleaved in rounds so that load from elsewhere
-//! on the machine hits every mode alike; a streamed line's age on arrival, (c) against (e),
-//! interleaved too (stream.rs); throughput of (b) and (c) with 1, 8 and 64 callers;
-//! cached `/v1/health` reads while 64 callers run turns (tether's RSS and CPU are read from
-//! /proc meanwhile); then (a), (b), (c), (e) and (f) again through a proxy adding 10 ms each
-//! way. (c) runs on warm channels (the default `warm_channels`), (f) on a tether without
-//! them.
+//! on the machine hits every mode alike; (g)–(k) against `tether shim`, each with sshd
+//! starting it directly and through a login shell that costs 30 ms, all ten interleaved,
+//! then 64 callers through (g) the shim session and (h) an exec per call; a streamed line's
+//! age on arrival, (c) against (e), interleaved too (stream.rs); throughput of (b) and (c)
+//! with 1, 8 and 64 callers; cached `/v1/health` reads while 64 callers run turns (tether's
+//! RSS and CPU are read from /proc meanwhile); then (a), (b), (c), (e) and (f) again through
+//! a proxy adding 10 ms each way, and (g)–(k) with both shells through it. (c) runs on warm
+//! channels (the default `warm_channels`), (f) on a tether without them.
 //! Prints Markdown tables and writes target/bench/compare.json.
 //!
 //! Knobs (environment): BENCH_CALLS (500: sequential calls for (b)–(e)), BENCH_SSH_CALLS
 //! (100: for (a), ~0.3 s each), BENCH_PROXY_CALLS (200), BENCH_PROXY_SSH_CALLS (20),
 //! BENCH_SECONDS (5: per throughput run), BENCH_HEALTH_READS (10000), BENCH_ROUNDS (5),
-//! BENCH_STREAM_LINES (400: streamed lines read by (c) and by (e), in runs of 50).
+//! BENCH_STREAM_LINES (400: streamed lines read by (c) and by (e), in runs of 50),
+//! BENCH_SHIM_CALLS (200: per mode and shell for (g)–(k) on loopback),
+//! BENCH_PROXY_SHIM_CALLS (100: the same through the proxy). The defaults take about
+//! 6 minutes on 2 cores.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -22,6 +28,8 @@ mod callers;
 mod procstat;
 mod proxy;
 mod report;
+mod shim_laptop;
+mod shim_rows;
 mod stats;
 mod stream;
 
@@ -36,10 +44,13 @@ use hyper::Method;
 use tokio::task::block_in_place;
 
 use callers::{Caller, Floor, HttpClient};
+use common::keys::ClientKey;
 use common::sshd::Sshd;
-use common::tether::{BIN, TARGET, Tether, TetherConfig};
+use common::tether::{BIN, Tether, TetherConfig};
 use proxy::DelayProxy;
-use report::{HealthUnderLoad, LatencyRow, Mode, Report, Resources, ThroughputRow};
+use report::{HealthUnderLoad, LatencyRow, Mode, Report, Resources, Shell, ThroughputRow};
+use shim_laptop::ShimLaptop;
+use shim_rows::ShimPlace;
 use stats::Samples;
 
 /// The verb every mode runs: not cached by tether (health is, for 2 s).
@@ -61,6 +72,8 @@ struct Settings {
     health_reads: usize,
     rounds: usize,
     stream_lines: usize,
+    shim_calls: usize,
+    proxy_shim_calls: usize,
 }
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -81,6 +94,8 @@ impl Settings {
             health_reads: env_num("BENCH_HEALTH_READS", 10_000),
             rounds: env_num::<usize>("BENCH_ROUNDS", 5).max(1),
             stream_lines: env_num("BENCH_STREAM_LINES", 400),
+            shim_calls: env_num("BENCH_SHIM_CALLS", 200),
+            proxy_shim_calls: env_num("BENCH_PROXY_SHIM_CALLS", 100),
         }
     }
 }
@@ -117,9 +132,11 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// Everything one way of reaching the sshd needs: its port and the ssh client's files.
+/// Everything one way of reaching the sshd needs: its port, the client key (which picks the
+/// forced command) and the ssh client's files.
 struct Route {
     port: u16,
+    key: ClientKey,
     known_hosts: PathBuf,
     control_path: PathBuf,
 }
@@ -131,14 +148,14 @@ struct ControlMaster {
 
 impl ControlMaster {
     fn start(sshd: &Sshd, route: &Route) -> ControlMaster {
-        let mut argv = ssh_argv(sshd, route, &["-M", "-N", "-oControlPersist=no"]);
+        let mut argv = ssh_argv(route, &["-M", "-N", "-oControlPersist=no"]);
         argv.push(format!("{}@127.0.0.1", sshd.user()));
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
             .spawn()
             .expect("start the ControlMaster");
-        let mut check = ssh_argv(sshd, route, &["-Ocheck"]);
+        let mut check = ssh_argv(route, &["-Ocheck"]);
         check.push(format!("{}@127.0.0.1", sshd.user()));
         let up = common::wait_until(Duration::from_secs(10), || {
             Command::new(&check[0])
@@ -160,16 +177,16 @@ impl Drop for ControlMaster {
     }
 }
 
-/// `ssh` with the fixture's key and the route's pinned host key, no user config, `extra`
-/// options, ControlPath set (used only when a master is asked for or up).
-fn ssh_argv(sshd: &Sshd, route: &Route, extra: &[&str]) -> Vec<String> {
+/// `ssh` with the route's key and pinned host key, no user config, `extra` options,
+/// ControlPath set (used only when a master is asked for or up).
+fn ssh_argv(route: &Route, extra: &[&str]) -> Vec<String> {
     let mut argv: Vec<String> = vec!["ssh".into()];
     argv.extend(extra.iter().map(|s| s.to_string()));
     argv.extend([
         "-F".into(),
         "/dev/null".into(),
         "-i".into(),
-        sshd.ed25519_key().path.display().to_string(),
+        route.key.path.display().to_string(),
         "-p".into(),
         route.port.to_string(),
         format!("-oUserKnownHostsFile={}", route.known_hosts.display()),
@@ -189,7 +206,7 @@ fn ssh_call(sshd: &Sshd, route: &Route, mux: bool) -> Caller {
     } else {
         &["-oControlMaster=no", "-oControlPath=none"]
     };
-    let mut argv = ssh_argv(sshd, route, extra);
+    let mut argv = ssh_argv(route, extra);
     argv.push(format!("{}@127.0.0.1", sshd.user()));
     argv.extend(VERB.iter().map(|s| s.to_string()));
     Caller::Process {
@@ -232,23 +249,22 @@ fn floor_caller(floor: &Arc<Floor>) -> Caller {
     }
 }
 
-/// A tether for `sshd` reached on `port` (the sshd's own, or the proxy's), with `verbs` as
-/// its allowlist (TOML) if given and tether's defaults otherwise; waits until its socket
-/// answers.
-fn spawn_tether(sshd: &Sshd, port: u16, verbs: Option<&str>) -> Tether {
-    let pin = sshd.known_hosts_line();
-    let key_part = pin.split_once(' ').expect("known_hosts line").1;
-    let t = format!("targets.{TARGET}");
+/// A tether for `sshd` along `route` (its port, the sshd's own or the proxy's, and its key),
+/// with `extra` (TOML: verbs, target settings) over tether's defaults; waits until its
+/// socket answers.
+fn spawn_tether(sshd: &Sshd, route: &Route, extra: Option<&str>) -> Tether {
     block_in_place(|| {
         TetherConfig::for_sshd(sshd)
-            .set(&format!("{t}.port"), i64::from(port))
-            .set(
-                &format!("{t}.known_hosts"),
-                format!("[127.0.0.1]:{port} {key_part}"),
-            )
-            .merge(verbs.unwrap_or_default())
+            .via(route.port, sshd)
+            .key(&route.key.private_key)
+            .merge(extra.unwrap_or_default())
             .spawn()
     })
+}
+
+/// The floor's connection along `route`.
+async fn connect_floor(sshd: &Sshd, route: &Route) -> Arc<Floor> {
+    Arc::new(Floor::connect(route.port, sshd.user(), &route.key.private_key).await)
 }
 
 /// A known_hosts file pinning the sshd's key on `port`.
@@ -263,6 +279,8 @@ fn known_hosts_for(sshd: &Sshd, port: u16, name: &str) -> PathBuf {
 /// One mode in the interleaved sequential runs.
 struct Series {
     mode: Mode,
+    /// Which shell starts the forced command, for the rows against `tether shim`.
+    shell: Option<Shell>,
     caller: Caller,
     count: usize,
     samples: Samples,
@@ -275,11 +293,26 @@ impl Series {
     fn new(mode: Mode, caller: Caller, count: usize) -> Series {
         Series {
             mode,
+            shell: None,
             caller,
             count,
             samples: Samples::default(),
             cpu_of: None,
             cpu: Duration::ZERO,
+        }
+    }
+
+    /// The same against a forced command that `shell` starts.
+    fn on(mut self, shell: Shell) -> Series {
+        self.shell = Some(shell);
+        self
+    }
+
+    /// Its name in progress lines and error phases: the mode, and the shell if any.
+    fn name(&self) -> String {
+        match self.shell {
+            Some(shell) => format!("{:?}/{shell:?}", self.mode),
+            None => format!("{:?}", self.mode),
         }
     }
 }
@@ -295,7 +328,7 @@ async fn sequential(
         let warm = if s.mode == Mode::A { 3 } else { WARMUP };
         for _ in 0..warm {
             if let Err(e) = s.caller.call().await {
-                panic!("{phase}: warm-up call for {} failed: {e}", s.mode.label());
+                panic!("{phase}: warm-up call for {} failed: {e}", s.name());
             }
         }
     }
@@ -310,7 +343,7 @@ async fn sequential(
                 if let Err(e) = &result
                     && s.samples.errors == 0
                 {
-                    errors.push((format!("{phase} {:?}", s.mode), e.clone()));
+                    errors.push((format!("{phase} {}", s.name()), e.clone()));
                 }
                 s.samples.record(took, result);
             }
@@ -323,7 +356,7 @@ async fn sequential(
             round + 1,
             series
                 .iter()
-                .map(|s| format!("{:?} p50 {:.2} ms", s.mode, s.samples.summary().p50_ms))
+                .map(|s| format!("{} p50 {:.2} ms", s.name(), s.samples.summary().p50_ms))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -339,7 +372,7 @@ fn rows(series: &[Series]) -> Vec<LatencyRow> {
             latency: s.samples.summary(),
         })
         .collect();
-    rows.sort_by_key(|r| r.mode as u8);
+    rows.sort_by_key(|r| r.mode);
     rows
 }
 
@@ -407,8 +440,15 @@ async fn run(settings: &Settings) -> Report {
     };
     let loadavg_start = loadavg();
     let sshd = block_in_place(Sshd::start);
-    let tether = spawn_tether(&sshd, sshd.port(), None);
-    let cold_tether = spawn_tether(&sshd, sshd.port(), Some(COLD));
+    let laptop = block_in_place(|| ShimLaptop::install(&sshd));
+    let direct = Route {
+        port: sshd.port(),
+        key: sshd.ed25519_key().clone(),
+        known_hosts: sshd.known_hosts_file(),
+        control_path: sshd.dir().join("cm-direct.sock"),
+    };
+    let tether = spawn_tether(&sshd, &direct, None);
+    let cold_tether = spawn_tether(&sshd, &direct, Some(COLD));
     let pid = tether.pid();
     eprintln!(
         "sshd on 127.0.0.1:{}, tether {BIN} (pid {pid}), socket {}",
@@ -418,14 +458,8 @@ async fn run(settings: &Settings) -> Report {
     if !BIN.contains("/release/") {
         eprintln!("warning: {BIN} is not a release build");
     }
-    let direct = Route {
-        port: sshd.port(),
-        known_hosts: sshd.known_hosts_file(),
-        control_path: sshd.dir().join("cm-direct.sock"),
-    };
     let master = block_in_place(|| ControlMaster::start(&sshd, &direct));
-    let floor =
-        Arc::new(Floor::connect(sshd.port(), sshd.user(), &sshd.ed25519_key().private_key).await);
+    let floor = connect_floor(&sshd, &direct).await;
     let mut errors = Vec::new();
 
     // 1. Sequential latency.
@@ -462,9 +496,27 @@ async fn run(settings: &Settings) -> Report {
     drop(series);
     drop(cold_tether);
 
+    // 1b. Against `tether shim`, both shells; then 64 callers through its session.
+    let (shim_latency, shim_throughput) = {
+        let mut place = ShimPlace::start(
+            &sshd,
+            &laptop,
+            sshd.port(),
+            &direct.known_hosts,
+            "direct",
+            settings.shim_calls,
+        )
+        .await;
+        let rows = place.latency(settings.rounds, &mut errors, "shim").await;
+        let rates = place
+            .concurrent(LOAD_CALLERS, settings.seconds, &mut errors)
+            .await;
+        (rows, rates)
+    };
+
     // 2. Streamed output, through a second tether that also allows the shim's `drip`.
     let streamed = {
-        let drip_tether = spawn_tether(&sshd, sshd.port(), Some(stream::VERBS));
+        let drip_tether = spawn_tether(&sshd, &direct, Some(stream::VERBS));
         let mut client = HttpClient::connect(drip_tether.socket_path()).await;
         stream::measure(&mut client, &floor, settings.stream_lines, &mut errors).await
     };
@@ -596,14 +648,14 @@ async fn run(settings: &Settings) -> Report {
     let proxy = DelayProxy::start(sshd.addr(), ONE_WAY).await;
     let far = Route {
         port: proxy.port,
+        key: sshd.ed25519_key().clone(),
         known_hosts: known_hosts_for(&sshd, proxy.port, "known_hosts_proxy"),
         control_path: sshd.dir().join("cm-proxy.sock"),
     };
     let far_master = block_in_place(|| ControlMaster::start(&sshd, &far));
-    let far_tether = spawn_tether(&sshd, proxy.port, None);
-    let far_cold_tether = spawn_tether(&sshd, proxy.port, Some(COLD));
-    let far_floor =
-        Arc::new(Floor::connect(proxy.port, sshd.user(), &sshd.ed25519_key().private_key).await);
+    let far_tether = spawn_tether(&sshd, &far, None);
+    let far_cold_tether = spawn_tether(&sshd, &far, Some(COLD));
+    let far_floor = connect_floor(&sshd, &far).await;
     let mut far_series = vec![
         Series::new(Mode::E, floor_caller(&far_floor), settings.proxy_calls),
         Series::new(
@@ -625,11 +677,27 @@ async fn run(settings: &Settings) -> Report {
     ];
     sequential(&mut far_series, settings.rounds, &mut errors, "proxy").await;
     let latency_proxy = rows(&far_series);
-    let proxy_added_ms = proxy.added_ms();
     drop(far_series);
     drop(far_master);
     drop(far_tether);
     drop(far_cold_tether);
+
+    // 5b. Against `tether shim` through the proxy, both shells.
+    let shim_latency_proxy = {
+        let mut place = ShimPlace::start(
+            &sshd,
+            &laptop,
+            proxy.port,
+            &far.known_hosts,
+            "proxy",
+            settings.proxy_shim_calls,
+        )
+        .await;
+        place
+            .latency(settings.rounds, &mut errors, "shim proxy")
+            .await
+    };
+    let proxy_added_ms = proxy.added_ms();
 
     let openssh = Command::new("ssh")
         .arg("-V")
@@ -669,6 +737,11 @@ async fn run(settings: &Settings) -> Report {
             "stream_interval_s": stream::INTERVAL,
             "tether_config": "defaults: max_connections 2, channels_per_connection 8, probe every 2 s, shim probe every 30 s",
             "sshd": "OpenSSH sshd on loopback, MaxSessions 10 (default), forced-command shim (sh)",
+            "shim_calls": settings.shim_calls,
+            "proxy_shim_calls": settings.proxy_shim_calls,
+            "shim_verb_exec": shim_laptop::VERB_EXEC,
+            "slow_shell_ms": shim_laptop::SLOW_SHELL.as_millis(),
+            "slow_shell_command": shim_laptop::slow_command_shape(),
         }),
         latency,
         streamed,
@@ -676,6 +749,9 @@ async fn run(settings: &Settings) -> Report {
         one_way_ms: ONE_WAY.as_secs_f64() * 1e3,
         proxy_added_ms,
         latency_proxy,
+        shim_latency,
+        shim_latency_proxy,
+        shim_throughput,
         health_under_load: health,
         resources: Resources {
             rss_idle_kib,

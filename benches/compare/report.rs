@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::stats::Latency;
 
-/// The ways to call that the bench compares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The ways to call that the bench compares: (a)–(f) against the test shim (`shim.sh`),
+/// (g)–(k) against `tether shim` as the forced command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub enum Mode {
     A,
     B,
@@ -17,6 +18,11 @@ pub enum Mode {
     D,
     E,
     F,
+    G,
+    H,
+    I,
+    J,
+    K,
 }
 
 impl Mode {
@@ -28,8 +34,31 @@ impl Mode {
             Mode::D => "(d) `tether call` (process per call)",
             Mode::E => "(e) floor: russh exec on an open connection",
             Mode::F => "(f) tether as (c), `warm_channels = 0` (a channel opened per call)",
+            Mode::G => "(g) tether, shim session (`shim_session = \"auto\"`, the default)",
+            Mode::H => "(h) tether, exec per call on warm channels (`shim_session = \"off\"`)",
+            Mode::I => "(i) tether as (h), `warm_channels = 0` too",
+            Mode::J => "(j) floor: russh exec on an open connection",
+            Mode::K => "(k) `ssh` via a ControlMaster",
         }
     }
+}
+
+/// How sshd starts `tether shim` for an exec: directly, or behind a login shell whose start-up
+/// costs 30 ms (an rc that sleeps 0.03 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Shell {
+    Quick,
+    Slow,
+}
+
+/// A row against `tether shim`: a mode with one of the two shells.
+#[derive(Debug, Serialize)]
+pub struct ShimRow {
+    pub mode: Mode,
+    pub label: &'static str,
+    pub shell: Shell,
+    #[serde(flatten)]
+    pub latency: Latency,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +123,11 @@ pub struct Report {
     /// What the proxy really added per chunk, on average.
     pub proxy_added_ms: f64,
     pub latency_proxy: Vec<LatencyRow>,
+    /// (g)–(k) against `tether shim`, with both shells: on loopback, and through the proxy.
+    pub shim_latency: Vec<ShimRow>,
+    pub shim_latency_proxy: Vec<ShimRow>,
+    /// 64 callers through (g) the shim session and (h) exec per call, on loopback.
+    pub shim_throughput: Vec<ThroughputRow>,
     pub health_under_load: HealthUnderLoad,
     pub resources: Resources,
     pub ratios: serde_json::Value,
@@ -112,6 +146,26 @@ fn p50(rows: &[LatencyRow], mode: Mode) -> f64 {
 
 fn p99(rows: &[LatencyRow], mode: Mode) -> f64 {
     latency(rows, mode).map_or(f64::NAN, |l| l.p99_ms)
+}
+
+fn shim_p50(rows: &[ShimRow], mode: Mode, shell: Shell) -> f64 {
+    rows.iter()
+        .find(|r| r.mode == mode && r.shell == shell)
+        .map_or(f64::NAN, |r| r.latency.p50_ms)
+}
+
+/// What the slow login shell adds to each mode's p50, by mode letter.
+fn slow_shell_adds(rows: &[ShimRow]) -> serde_json::Value {
+    let mut modes: Vec<Mode> = rows.iter().map(|r| r.mode).collect();
+    modes.dedup();
+    modes
+        .into_iter()
+        .map(|m| {
+            let added = shim_p50(rows, m, Shell::Slow) - shim_p50(rows, m, Shell::Quick);
+            (format!("{m:?}"), serde_json::json!(added))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn rate(rows: &[ThroughputRow], mode: Mode, callers: usize) -> Option<&ThroughputRow> {
@@ -142,6 +196,17 @@ impl Report {
         let (sc, se) = (p50(&self.streamed, Mode::C), p50(&self.streamed, Mode::E));
         let health_p99 = self.health_under_load.reads.p99_ms;
         let idle_mib = self.resources.rss_idle_kib as f64 / 1024.0;
+        let (g, j) = (
+            shim_p50(&self.shim_latency, Mode::G, Shell::Quick),
+            shim_p50(&self.shim_latency, Mode::J, Shell::Quick),
+        );
+        let g_slow_added = shim_p50(&self.shim_latency, Mode::G, Shell::Slow) - g;
+        let (pg, pk) = (
+            shim_p50(&self.shim_latency_proxy, Mode::G, Shell::Quick),
+            shim_p50(&self.shim_latency_proxy, Mode::K, Shell::Quick),
+        );
+        let session_64_errors =
+            rate(&self.shim_throughput, Mode::G, 64).map_or(usize::MAX, |r| r.errors);
         self.ratios = serde_json::json!({
             "c_over_b_p50": c / b,
             "c_over_a_p50": c / a,
@@ -150,6 +215,10 @@ impl Report {
             "c_over_b_throughput_64": tc_rate / tb_rate,
             "streamed_c_minus_e_p50_ms": sc - se,
             "streamed_c_minus_e_p99_ms": p99(&self.streamed, Mode::C) - p99(&self.streamed, Mode::E),
+            "shim_g_over_j_p50": g / j,
+            "shim_proxy_g_over_k_p50": pg / pk,
+            "shim_slow_shell_adds_p50_ms": slow_shell_adds(&self.shim_latency),
+            "shim_proxy_slow_shell_adds_p50_ms": slow_shell_adds(&self.shim_latency_proxy),
         });
         self.goals = vec![
             Goal {
@@ -193,6 +262,36 @@ impl Report {
                 wanted: format!("<= {proxy_bound:.2} ms"),
                 measured: format!("{pc:.2} ms"),
                 pass: pc <= proxy_bound,
+            },
+            Goal {
+                goal: "10 ms each way: (g) shim session p50 < 2 RTT",
+                wanted: format!("< {:.0} ms", 2.0 * rtt),
+                measured: format!("{pg:.2} ms"),
+                pass: pg < 2.0 * rtt,
+            },
+            Goal {
+                goal: "10 ms each way: (g) p50 <= 0.55 x (k) ControlMaster to tether shim",
+                wanted: format!("<= {:.2} ms", 0.55 * pk),
+                measured: format!("{pg:.2} ms (g/k = {:.2})", pg / pk),
+                pass: pg <= 0.55 * pk,
+            },
+            Goal {
+                goal: "loopback: (g) p50 <= 0.5 x the exec floor to tether shim (j)",
+                wanted: format!("<= {:.2} ms", 0.5 * j),
+                measured: format!("{g:.2} ms (g/j = {:.2})", g / j),
+                pass: g <= 0.5 * j,
+            },
+            Goal {
+                goal: "slow login shell: (g) p50 unchanged within 1 ms (loopback)",
+                wanted: "within 1 ms".into(),
+                measured: format!("{g_slow_added:+.3} ms"),
+                pass: g_slow_added.abs() <= 1.0,
+            },
+            Goal {
+                goal: "64 callers through the shim session (g): zero errors",
+                wanted: "0".into(),
+                measured: session_64_errors.to_string(),
+                pass: session_64_errors == 0,
             },
             Goal {
                 goal: "cached /v1/health p99 < 1 ms under load",
@@ -286,6 +385,7 @@ impl Report {
             self.proxy_added_ms
         );
         latency_table(&mut s, &self.latency_proxy, "calls");
+        self.render_shim(&mut s);
         let h = &self.health_under_load;
         let _ = writeln!(
             s,
@@ -341,6 +441,46 @@ impl Report {
         s
     }
 
+    /// The section against `tether shim`: both places, the two shells side by side, and the
+    /// 64 callers.
+    fn render_shim(&self, s: &mut String) {
+        let c = &self.conditions;
+        let _ = writeln!(
+            s,
+            "\nAgainst `tether shim` as the forced command (verb `{}` as `{}`), sshd starting it \
+             directly (quick) or through a login shell that costs {} ms to start (slow: `{}`), \
+             loopback:\n",
+            c["verb"].as_str().unwrap_or("?"),
+            c["shim_verb_exec"].as_str().unwrap_or("?"),
+            c["slow_shell_ms"],
+            c["slow_shell_command"].as_str().unwrap_or("?"),
+        );
+        shim_table(s, &self.shim_latency);
+        let _ = writeln!(
+            s,
+            "\nThe same through the proxy adding {} ms each way:\n",
+            self.one_way_ms
+        );
+        shim_table(s, &self.shim_latency_proxy);
+        let _ = writeln!(
+            s,
+            "\nConcurrent callers against `tether shim` (quick shell), each calling in a loop:\n\n\
+             | | callers | calls/s | ok | errors |\n|---|---:|---:|---:|---:|"
+        );
+        for t in &self.shim_throughput {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {} |",
+                t.mode.label(),
+                t.callers,
+                t.calls_per_s,
+                t.ok,
+                t.errors
+            );
+        }
+        let _ = writeln!(s);
+    }
+
     pub fn write_json(&self, path: &Path) {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).expect("create target/bench");
@@ -362,6 +502,38 @@ fn latency_table(s: &mut String, rows: &[LatencyRow], counted: &str) {
             s,
             "| {} | {:.2} | {:.2} | {:.2} | {} | {} |",
             r.label, l.p50_ms, l.p99_ms, l.mean_ms, l.calls, l.errors
+        );
+    }
+}
+
+/// One line per mode, the quick shell and the slow one side by side, and what the slow one adds.
+fn shim_table(s: &mut String, rows: &[ShimRow]) {
+    let _ = writeln!(
+        s,
+        "| | p50 ms | p99 ms | slow shell p50 ms | slow shell p99 ms | slow - quick p50 ms | \
+         calls | errors |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut modes: Vec<Mode> = rows.iter().map(|r| r.mode).collect();
+    modes.dedup();
+    for mode in modes {
+        let of = |shell| rows.iter().find(|r| r.mode == mode && r.shell == shell);
+        let (Some(quick), Some(slow)) = (of(Shell::Quick), of(Shell::Slow)) else {
+            continue;
+        };
+        let (q, w) = (&quick.latency, &slow.latency);
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:+.2} | {} + {} | {} + {} |",
+            mode.label(),
+            q.p50_ms,
+            q.p99_ms,
+            w.p50_ms,
+            w.p99_ms,
+            w.p50_ms - q.p50_ms,
+            q.calls,
+            w.calls,
+            q.errors,
+            w.errors
         );
     }
 }
