@@ -55,6 +55,9 @@ fn a_credential_on_exec_reaches_the_program_and_nowhere_else() {
 fn reaches_the_program_and_nowhere_else(shim_session: &str) {
     let laptop = laptop_with(&["Match all", "LogLevel DEBUG3"]);
     let tether = tether_with_session(&laptop, "auto", shim_session);
+    if shim_session == "auto" {
+        tether.wait_for_session();
+    }
     let secret = token();
     let name = uuid();
     fs::create_dir_all(laptop.dir().join("hold")).unwrap();

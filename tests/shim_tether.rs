@@ -99,6 +99,9 @@ fn with_idempotent_turns_one_app_call_on_exec_survives_a_cut_mid_turn() {
 fn survives_a_cut_mid_turn(shim_session: &str) {
     let laptop = Laptop::start();
     let tether = tether_on(&laptop, true, shim_session);
+    if shim_session == "auto" {
+        tether.wait_for_session();
+    }
     let turn = uuid();
     let said = "one call, one answer";
     laptop.hold(&turn);

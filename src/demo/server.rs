@@ -4,7 +4,8 @@
 //! as sshd runs a forced command: the [`ForcedCommand`] (the real `tether shim`) with the
 //! request in `SSH_ORIGINAL_COMMAND`.
 //!
-//! A command starts once the client has sent EOF on its stdin (tether always does); its
+//! A command starts at its exec request; its stdin is passed on as it arrives and closed at
+//! the channel's EOF (so a resident `tether shim` session works here as under sshd), and its
 //! output is passed on as it comes, then its exit status, EOF and close, through the session
 //! [`Handle`] from a tracked task, so one connection serves many channels at once.
 
@@ -24,6 +25,7 @@ use russh::server::{
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -159,13 +161,14 @@ struct Connection {
     cancel: CancellationToken,
 }
 
-/// A session channel waiting for its exec request and the end of its stdin.
+/// A session channel: its stdin before the exec request came, then where its stdin goes
+/// while the command runs (closed at the channel's EOF).
 #[derive(Default)]
 struct Pending {
-    command: Option<String>,
-    stdin: Vec<u8>,
-    eof: bool,
     started: bool,
+    early: Vec<u8>,
+    eof: bool,
+    stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 impl Connection {
@@ -178,19 +181,20 @@ impl Connection {
         }
     }
 
-    /// Starts the command once both the exec request and the stdin EOF have arrived.
-    fn maybe_start(&mut self, channel: ChannelId, session: &Session) {
+    /// Starts the command at its exec request, with its stdin passed on as it arrives (a
+    /// resident `tether shim` session reads frames from it for the channel's whole life).
+    fn start(&mut self, channel: ChannelId, line: String, session: &Session) {
         let Some(p) = self.channels.get_mut(&channel) else {
             return;
         };
-        if p.started || !p.eof {
-            return;
-        }
-        let Some(line) = p.command.clone() else {
-            return;
-        };
         p.started = true;
-        let stdin = std::mem::take(&mut p.stdin);
+        let (stdin, chunks) = mpsc::unbounded_channel();
+        if !p.early.is_empty() {
+            let _ = stdin.send(std::mem::take(&mut p.early));
+        }
+        if !p.eof {
+            p.stdin = Some(stdin);
+        }
         let run = Run {
             handle: session.handle(),
             channel,
@@ -201,7 +205,7 @@ impl Connection {
         self.tracker.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = run.execute(line, stdin) => {}
+                _ = run.execute(line, chunks) => {}
             }
         });
     }
@@ -230,7 +234,7 @@ impl Run {
     /// Runs the forced command with `line` as `SSH_ORIGINAL_COMMAND` and sends what it writes
     /// as it comes, then its exit status, EOF and close, like sshd. Send errors mean the
     /// client went away: the command then sees its pipes close, as on a dropped SSH channel.
-    async fn execute(self, line: String, stdin: Vec<u8>) {
+    async fn execute(self, line: String, mut stdin: mpsc::UnboundedReceiver<Vec<u8>>) {
         let spawned = tokio::process::Command::new(&self.forced.program)
             .args(&self.forced.args)
             .env("SSH_ORIGINAL_COMMAND", &line)
@@ -249,7 +253,11 @@ impl Run {
         };
         let feed = async {
             if let Some(mut pipe) = child.stdin.take() {
-                let _ = pipe.write_all(&stdin).await;
+                while let Some(chunk) = stdin.recv().await {
+                    if pipe.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
             }
         };
         let out = self.forward(child.stdout.take(), None);
@@ -331,16 +339,11 @@ impl Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(p) = self
-            .channels
-            .get_mut(&channel)
-            .filter(|p| p.command.is_none())
-        else {
+        if !self.channels.get(&channel).is_some_and(|p| !p.started) {
             return self.refuse(channel, "second exec", session);
-        };
-        p.command = Some(String::from_utf8_lossy(data).into_owned());
+        }
         session.channel_success(channel)?;
-        self.maybe_start(channel, session);
+        self.start(channel, String::from_utf8_lossy(data).into_owned(), session);
         Ok(())
     }
 
@@ -350,9 +353,17 @@ impl Handler for Connection {
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if let Some(p) = self.channels.get_mut(&channel) {
-            let room = MAX_STDIN.saturating_sub(p.stdin.len());
-            p.stdin.extend_from_slice(&data[..data.len().min(room)]);
+        match self.channels.get_mut(&channel) {
+            Some(Pending {
+                stdin: Some(stdin), ..
+            }) => {
+                let _ = stdin.send(data.to_vec());
+            }
+            Some(p) if !p.started => {
+                let room = MAX_STDIN.saturating_sub(p.early.len());
+                p.early.extend_from_slice(&data[..data.len().min(room)]);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -360,12 +371,12 @@ impl Handler for Connection {
     async fn channel_eof(
         &mut self,
         channel: ChannelId,
-        session: &mut Session,
+        _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(p) = self.channels.get_mut(&channel) {
             p.eof = true;
+            p.stdin = None;
         }
-        self.maybe_start(channel, session);
         Ok(())
     }
 

@@ -105,11 +105,9 @@ impl SshTransport {
             Err(e) => return not_sent(e),
         };
         let budget = limits.deadline.saturating_duration_since(Instant::now());
-        let live = tokio::time::timeout_at(limits.deadline, session::of(&conn, &self.session));
-        let hold = match live.await {
-            Err(_) => return not_sent(Error::Timeout(budget)),
-            Ok(None) => hold,
-            Ok(Some(live)) => {
+        let hold = match session::ready(&conn, &self.session) {
+            None => hold,
+            Some(live) => {
                 let takes = std::future::ready(live.in_band);
                 let in_band = match in_band::payload(request, self.in_band, &self.name, takes).await
                 {
@@ -173,6 +171,8 @@ impl SshTransport {
         };
         let mut pings = tokio::task::JoinSet::new();
         for conn in live {
+            // A new connection is asked for its session at the probe's first round trip.
+            session::ready(&conn, &self.session);
             pings.spawn(ping(bound, conn));
         }
         let mut best = None;

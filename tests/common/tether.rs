@@ -404,6 +404,18 @@ impl Tether {
     /// The value of one sample in `/metrics`, written as printed, e.g.
     /// `tether_connects_total{result="ok",target="laptop"}` (labels exactly these, any order);
     /// 0 when it is not there yet.
+    /// Waits until target [`TARGET`]'s calls run on a resident `tether shim` session
+    /// (`tether_shim_sessions`): a new connection asks for it in the background, and its
+    /// calls go out as execs until then.
+    pub fn wait_for_session(&self) {
+        let sessions = || self.metric(&format!("tether_shim_sessions{{target=\"{TARGET}\"}}"));
+        assert!(
+            super::wait_until(STATUS_TIMEOUT, || sessions() >= 1.0),
+            "no shim session up:\n{}",
+            self.logs()
+        );
+    }
+
     pub fn metric(&self, sample: &str) -> f64 {
         self.metrics().get(sample).unwrap_or(0.0)
     }

@@ -10,9 +10,10 @@
 //! - [`request`]: one request on it, with the meaning exec gives a deadline, a hang-up, a
 //!   cancel and a lost channel.
 //!
-//! Per connection, the session is asked for once, by a task of its own (a caller that gives
-//! up never leaves the asking half done); a session that ended is asked for again by the next
-//! call, one refused is not.
+//! Per connection, the session is asked for once, by a task of its own, as soon as the
+//! connection is first used (the probe's first round trip, or a call); no call ever waits
+//! for the answer: until the session is up, calls go out as execs. A session that ended is
+//! asked for again, one refused is not.
 
 pub mod live;
 pub mod open;
@@ -22,7 +23,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::IntGauge;
-use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
 
 use super::connection::Connection;
@@ -49,7 +49,6 @@ pub struct Plan {
 #[derive(Default)]
 pub struct Slot {
     state: Mutex<State>,
-    changed: Notify,
 }
 
 #[derive(Default)]
@@ -61,32 +60,26 @@ enum State {
     Refused,
 }
 
-/// The session of `conn` to run a call on; `None` when it runs one exec per call.
-pub async fn of(conn: &Arc<Connection>, plan: &Plan) -> Option<Arc<Live>> {
+/// The session of `conn` to run a call on, when one is up; `None` runs the call as an exec.
+/// It never waits: a connection not asked yet (or whose session ended) is asked now, in the
+/// background, and its calls meanwhile go out as execs (the first call on a connection costs
+/// what it costs without sessions, never a wait on a forced command that does not answer).
+pub fn ready(conn: &Arc<Connection>, plan: &Plan) -> Option<Arc<Live>> {
     if plan.mode == Mode::Off {
         return None;
     }
-    let slot = &conn.session;
-    loop {
-        let changed = slot.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        {
-            let mut state = slot.state.lock().expect("poisoned");
-            match &*state {
-                State::Up(live) if live.is_up() => return Some(live.clone()),
-                State::Refused => return None,
-                State::Opening => {}
-                State::Up(_) | State::Unasked => {
-                    *state = State::Opening;
-                    let (conn, plan) = (conn.clone(), plan.clone());
-                    plan.tracker
-                        .clone()
-                        .spawn(async move { ask(&conn, &plan).await });
-                }
-            }
+    let mut state = conn.session.state.lock().expect("poisoned");
+    match &*state {
+        State::Up(live) if live.is_up() => Some(live.clone()),
+        State::Refused | State::Opening => None,
+        State::Up(_) | State::Unasked => {
+            *state = State::Opening;
+            let (conn, plan) = (conn.clone(), plan.clone());
+            plan.tracker
+                .clone()
+                .spawn(async move { ask(&conn, &plan).await });
+            None
         }
-        changed.await;
     }
 }
 
@@ -100,7 +93,6 @@ async fn ask(conn: &Arc<Connection>, plan: &Plan) {
         }
     };
     *conn.session.state.lock().expect("poisoned") = state;
-    conn.session.changed.notify_waiters();
 }
 
 fn tell(conn: &Connection, plan: &Plan, declined: &Declined) {
