@@ -339,7 +339,7 @@ impl Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if !self.channels.get(&channel).is_some_and(|p| !p.started) {
+        if self.channels.get(&channel).is_none_or(|p| p.started) {
             return self.refuse(channel, "second exec", session);
         }
         session.channel_success(channel)?;
