@@ -70,6 +70,8 @@ struct Session {
     /// Stdin credit the shim granted, per request, not yet used.
     stdin_credit: HashMap<u32, u64>,
     pongs: Vec<u64>,
+    /// What the shim wrote to its own stderr (its `tether shim: …` lines), for messages.
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Session {
@@ -88,10 +90,11 @@ impl Session {
     }
 
     fn spawn(mut cmd: Command) -> Session {
+        let stderr = tempfile::NamedTempFile::new().expect("stderr file");
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr.reopen().expect("stderr file"))
             .spawn()
             .expect("spawn the shim");
         let mut out = child.stdout.take().expect("stdout");
@@ -111,6 +114,7 @@ impl Session {
             withheld: HashSet::new(),
             stdin_credit: HashMap::new(),
             pongs: Vec::new(),
+            stderr,
         }
     }
 
@@ -236,6 +240,11 @@ impl Session {
     }
 
     /// Waits for the shim (or ssh) to exit; its exit status.
+    /// What the shim said on its own stderr so far.
+    fn said(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
     fn exit_status(&mut self) -> Option<i32> {
         let mut status = None;
         let ended = wait_until(PATIENCE, || {
@@ -620,12 +629,15 @@ fn stdin_beyond_the_credit_is_a_broken_session() {
             data: chunk.clone(),
         });
     }
-    assert_eq!(session.exit_status(), Some(2));
+    assert_eq!(session.exit_status(), Some(2), "{}", session.said());
     let audit = laptop.audit();
-    let last = audit.last().unwrap();
+    let last = audit
+        .last()
+        .unwrap_or_else(|| panic!("no audit line; the shim said: {}", session.said()));
     assert!(
         last["reason"].as_str().unwrap().contains("beyond the"),
-        "{last}"
+        "{last}; the shim said: {}",
+        session.said()
     );
 }
 
