@@ -22,7 +22,6 @@ use toml::{Table, Value as Toml};
 
 use super::http;
 use super::metrics::Exposition;
-use super::ports::free_port;
 use super::sshd::Sshd;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tether");
@@ -82,7 +81,9 @@ impl TetherConfig {
         let socket = cfg.dir.path().join("tether.sock").display().to_string();
         cfg = cfg
             .set("server.socket", socket)
-            .set("server.admin_addr", format!("127.0.0.1:{}", free_port()))
+            // Port 0: the kernel picks a free one as tether binds it (a port picked here and
+            // bound later could meanwhile be any outgoing connection's local port).
+            .set("server.admin_addr", "127.0.0.1:0")
             .set("server.log_format", "text");
         cfg
     }
@@ -261,7 +262,7 @@ impl TetherConfig {
                 .as_str()
                 .expect("server.socket"),
         );
-        let admin = self.table["server"]
+        let admin_config = self.table["server"]
             .get("admin_addr")
             .and_then(Toml::as_str)
             .map(str::to_string);
@@ -269,7 +270,8 @@ impl TetherConfig {
             config: self,
             child: Some(child),
             socket,
-            admin,
+            admin_config,
+            admin: std::sync::OnceLock::new(),
             config_path,
         }
     }
@@ -318,7 +320,9 @@ pub struct Tether {
     config: TetherConfig,
     child: Option<Child>,
     socket: PathBuf,
-    admin: Option<String>,
+    /// `server.admin_addr` as configured, and the address it is bound to once looked up.
+    admin_config: Option<String>,
+    admin: std::sync::OnceLock<Option<String>>,
     config_path: PathBuf,
 }
 
@@ -327,9 +331,38 @@ impl Tether {
         &self.socket
     }
 
-    /// "127.0.0.1:PORT", or `None` when the config disabled it.
+    /// "127.0.0.1:PORT", or `None` when the config disabled it. For port 0, the port tether
+    /// bound, from its start-up log line.
     pub fn admin_addr(&self) -> Option<&str> {
-        self.admin.as_deref().filter(|a| !a.is_empty())
+        self.admin
+            .get_or_init(|| match self.admin_config.as_deref() {
+                Some(addr) if addr.ends_with(":0") => Some(self.bound_admin_addr()),
+                other => other.map(str::to_string),
+            })
+            .as_deref()
+            .filter(|a| !a.is_empty())
+    }
+
+    /// The admin address in "tether is serving … admin=Some(ADDR)" (text or JSON logs).
+    fn bound_admin_addr(&self) -> String {
+        let find = |logs: &str| {
+            let at = ["admin=Some(", "\"admin\":\"Some("]
+                .iter()
+                .find_map(|before| logs.find(before).map(|i| i + before.len()))?;
+            let rest = &logs[at..];
+            Some(rest[..rest.find(')')?].to_string())
+        };
+        let mut found = None;
+        let logged = super::wait_until(READY_TIMEOUT, || {
+            found = find(&self.logs());
+            found.is_some()
+        });
+        assert!(
+            logged,
+            "tether never logged its admin address:\n{}",
+            self.logs()
+        );
+        found.expect("found")
     }
 
     pub fn config_path(&self) -> &Path {
