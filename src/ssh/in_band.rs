@@ -21,8 +21,8 @@ use crate::transport::interest::Interest;
 use crate::transport::{BoxFuture, Limits, Request, Sink, Stream};
 use zeroize::Zeroizing;
 
-use crate::wire::frame::{self, FrameError};
-use crate::wire::in_band::{HELLO, Hello, MAX_IN_BAND_BYTES, in_band_word_before};
+use crate::wire::frame::FrameError;
+use crate::wire::in_band::{HELLO, Hello, framed, in_band_word_before};
 
 /// Whether a target sends in-band data at all (`targets.NAME.in_band`): `Auto` when the
 /// remote's `@hello` says it takes it; `Off` never (credentials are refused, trace context
@@ -42,11 +42,9 @@ pub async fn command<'a>(
     let Some(payload) = payload(request, mode, target, takes).await? else {
         return Ok(Command::plain(request));
     };
-    let mut preamble = Zeroizing::new(Vec::new());
-    frame::write(&mut preamble, &payload, MAX_IN_BAND_BYTES).map_err(too_large)?;
     Ok(Command {
         line: Cow::Owned(in_band_word_before(&request.line)?),
-        preamble: Some(preamble),
+        preamble: Some(framed(&payload).map_err(too_large)?),
         stdin: request.stdin.as_ref(),
     })
 }

@@ -413,6 +413,14 @@ struct Incoming {
     credentials: Option<BTreeMap<String, SecretValue>>,
 }
 
+/// The in-band frame (length prefix and payload) around an in-band `payload`, in a buffer
+/// zeroed on drop.
+pub fn framed(payload: &[u8]) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let mut wire = Zeroizing::new(Vec::new());
+    frame::write(&mut wire, payload, MAX_IN_BAND_BYTES)?;
+    Ok(wire)
+}
+
 /// `value` as JSON in a buffer zeroed on drop, sized exactly first so it is never reallocated
 /// (a reallocation would leave copies of secrets behind).
 pub fn secret_json<T: Serialize>(value: &T) -> serde_json::Result<Zeroizing<Vec<u8>>> {
@@ -455,10 +463,7 @@ impl InBand {
     /// drop it. `Err` only when the JSON is over [`MAX_IN_BAND_BYTES`] (values full of
     /// characters JSON escapes).
     pub fn encode(&self) -> Result<Zeroizing<Vec<u8>>, FrameError> {
-        let json = self.payload()?;
-        let mut wire = Zeroizing::new(Vec::new());
-        frame::write(&mut wire, &json, MAX_IN_BAND_BYTES)?;
-        Ok(wire)
+        framed(&self.payload()?)
     }
 
     /// The frame's payload alone (the JSON), as a session's open frame carries it

@@ -265,10 +265,7 @@ async fn read(live: Arc<Live>, mut reader: ChannelReadHalf, mut buf: BytesMut) {
                     break None;
                 }
             }
-            Some(ChannelMsg::ExtendedData { data, .. }) => {
-                let room = STDERR_CAP.saturating_sub(stderr.len());
-                stderr.extend_from_slice(&data[..data.len().min(room)]);
-            }
+            Some(ChannelMsg::ExtendedData { data, .. }) => keep(&mut stderr, &data, STDERR_CAP),
             Some(ChannelMsg::ExitStatus { exit_status }) => {
                 break Some(format!("the shim exited with status {exit_status}"));
             }
@@ -286,6 +283,12 @@ async fn read(live: Arc<Live>, mut reader: ChannelReadHalf, mut buf: BytesMut) {
     live.close_routes();
     // Read on until the channel is gone, so the connection never waits on it.
     while reader.wait().await.is_some() {}
+}
+
+/// Appends what of `data` fits in `kept` within `cap` bytes (the shim's stderr, for a log line).
+pub(super) fn keep(kept: &mut Vec<u8>, data: &[u8], cap: usize) {
+    let room = cap.saturating_sub(kept.len());
+    kept.extend_from_slice(&data[..data.len().min(room)]);
 }
 
 fn take_frames(live: &Live, buf: &mut BytesMut) -> Result<(), String> {

@@ -15,7 +15,7 @@ use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use super::live::Live;
+use super::live::{Live, keep};
 use crate::ssh::connection::Connection;
 use crate::ssh::exec::open_channel;
 use crate::wire::session::{FEATURE_IN_BAND, Frame, SESSION, VERSION};
@@ -119,10 +119,7 @@ async fn hellos(
                     Err(_) => return Err(refused(status, &stderr, "it printed something else")),
                 }
             }
-            Some(ChannelMsg::ExtendedData { data, .. }) => {
-                let room = STDERR_CAP.saturating_sub(stderr.len());
-                stderr.extend_from_slice(&data[..data.len().min(room)]);
-            }
+            Some(ChannelMsg::ExtendedData { data, .. }) => keep(&mut stderr, &data, STDERR_CAP),
             Some(ChannelMsg::ExitStatus { exit_status }) => status = Some(exit_status),
             Some(ChannelMsg::Close) | None => return Err(refused(status, &stderr, "")),
             Some(_) => {}
